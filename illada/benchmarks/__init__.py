@@ -1,0 +1,1 @@
+"""Benchmarks that print measured figures (run with python -m illada.benchmarks.NAME)."""

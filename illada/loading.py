@@ -1,0 +1,84 @@
+"""The one call users and notebooks use: a checkpoint path or preset name in; model, tokenizer, ids out."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from illada.checkpoint import load_weights
+from illada.config import PRESETS, ModelConfig, preset
+from illada.model import Transformer
+from illada.tokenizer import SpecialIds, Tokenizer, resolve_special_ids
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """What :func:`load` returns. ``tokenizer`` is None for presets (random weights, no vocabulary files)."""
+
+    model: Transformer
+    tokenizer: Tokenizer | None
+    special_ids: SpecialIds
+    source: str
+    load_seconds: float
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"``/``"bfloat16"``/``torch.bfloat16`` -> ``torch.bfloat16``; errors name the value."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r} is unknown; choose one of {sorted(DTYPES)}") from None
+
+
+def load(
+    path_or_preset: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    attn_backend: str = "sdpa",
+    seed: int = 0,
+    **special_id_overrides: int | None,
+) -> LoadedModel:
+    """Load a local Hugging Face checkpoint directory, or build a preset (``llada-8b``, ``illada-8b``).
+
+    A checkpoint keeps its stored dtype unless ``dtype`` is given; a preset gets random weights in ``dtype``
+    (default bfloat16 on CUDA, float32 otherwise) generated in place. ``special_id_overrides`` take the
+    fields of :class:`SpecialIds` (``mask=...``, ``eos=...``) and win over what the files say.
+    """
+    start = time.perf_counter()
+    device = torch.device(device)
+    dtype = parse_dtype(dtype)
+    name = str(path_or_preset)
+    if name in PRESETS and not Path(name).exists():
+        cfg = preset(name)
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        model = Transformer.random(cfg, device=device, dtype=dtype, attn_backend=attn_backend, seed=seed)
+        tokenizer = None
+    else:
+        path = Path(path_or_preset)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model {name!r} is neither a checkpoint directory nor a preset ({sorted(PRESETS)})"
+            )
+        cfg = ModelConfig.from_json(path / "config.json")
+        with torch.device("meta"):
+            model = Transformer(cfg, attn_backend=attn_backend)
+        load_weights(model, path, device=device, dtype=dtype)
+        tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    model.eval().requires_grad_(False)
+    model.attn_backend = attn_backend
+    ids = resolve_special_ids(cfg, tokenizer, **special_id_overrides)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return LoadedModel(model, tokenizer, ids, name, time.perf_counter() - start)
