@@ -42,6 +42,37 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ValueError(f"dtype {dtype!r} is unknown; choose one of {sorted(DTYPES)}") from None
 
 
+EMBEDDED_DEFAULT = Path(__file__).parent / "embedded" / "default"
+
+
+def resolve_model(path_or_preset: str | Path) -> str:
+    """``"default"`` -> the embedded model's directory; a preset name stays; a path becomes absolute."""
+    name = str(path_or_preset)
+    if name == "default":
+        return str(EMBEDDED_DEFAULT)
+    if name in PRESETS and not Path(name).exists():
+        return name
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model {name!r} is neither a checkpoint directory, 'default', nor a preset ({sorted(PRESETS)})"
+        )
+    return str(path.resolve())
+
+
+def describe(path_or_preset: str | Path, **special_id_overrides: int | None
+             ) -> tuple[ModelConfig, Tokenizer | None, SpecialIds]:
+    """Config, tokenizer and special ids without reading any weights (to validate settings up front)."""
+    name = resolve_model(path_or_preset)
+    if name in PRESETS:
+        cfg, tokenizer = preset(name), None
+    else:
+        path = Path(name)
+        cfg = ModelConfig.from_json(path / "config.json")
+        tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    return cfg, tokenizer, resolve_special_ids(cfg, tokenizer, **special_id_overrides)
+
+
 def load(
     path_or_preset: str | Path,
     device: str | torch.device = "cpu",
@@ -50,7 +81,8 @@ def load(
     seed: int = 0,
     **special_id_overrides: int | None,
 ) -> LoadedModel:
-    """Load a local Hugging Face checkpoint directory, or build a preset (``llada-8b``, ``illada-8b``).
+    """Load a local Hugging Face checkpoint directory, a preset (``llada-8b``, ``illada-8b``), or ``"default"``
+    (the embedded model).
 
     A checkpoint keeps its stored dtype unless ``dtype`` is given; a preset gets random weights in ``dtype``
     (default bfloat16 on CUDA, float32 otherwise) generated in place. ``special_id_overrides`` take the
@@ -59,26 +91,16 @@ def load(
     start = time.perf_counter()
     device = torch.device(device)
     dtype = parse_dtype(dtype)
-    name = str(path_or_preset)
-    if name in PRESETS and not Path(name).exists():
-        cfg = preset(name)
+    name = resolve_model(path_or_preset)
+    cfg, tokenizer, ids = describe(name, **special_id_overrides)
+    if name in PRESETS:
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         model = Transformer.random(cfg, device=device, dtype=dtype, attn_backend=attn_backend, seed=seed)
-        tokenizer = None
     else:
-        path = Path(path_or_preset)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"model {name!r} is neither a checkpoint directory nor a preset ({sorted(PRESETS)})"
-            )
-        cfg = ModelConfig.from_json(path / "config.json")
         with torch.device("meta"):
             model = Transformer(cfg, attn_backend=attn_backend)
-        load_weights(model, path, device=device, dtype=dtype)
-        tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+        load_weights(model, name, device=device, dtype=dtype)
     model.eval().requires_grad_(False)
-    model.attn_backend = attn_backend
-    ids = resolve_special_ids(cfg, tokenizer, **special_id_overrides)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return LoadedModel(model, tokenizer, ids, name, time.perf_counter() - start)

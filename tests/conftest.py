@@ -15,7 +15,9 @@ WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "1", "2", "3", "+"
 
 def tiny_config(fmt: str = "illada", **kw) -> ModelConfig:
     base = dict(vocab_size=40, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=48, rope_theta=500000.0,
-                max_seq_len=128, tie_embeddings=(fmt == "illada"), format=fmt, norm_eps=1e-5)
+                max_seq_len=128, tie_embeddings=(fmt == "illada"), format=fmt, norm_eps=1e-5,
+                # LLaDA configs carry their mask id; iLLaDA's comes from the tokenizer (or an override)
+                mask_token_id=39 if fmt == "llada" else None)
     base.update(kw)
     return ModelConfig(**base)
 

@@ -145,9 +145,9 @@ def test_unsupported_field_is_named(tmp_path):
 
 
 def test_missing_directory_and_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a checkpoint directory nor a preset"):
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint directory"):
         illada.load(tmp_path / "nope")
-    (tmp_path / "config.json").write_text(json.dumps(tiny_config().to_hf_config()))
+    (tmp_path / "config.json").write_text(json.dumps(tiny_config("llada").to_hf_config()))
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         illada.load(tmp_path)
 

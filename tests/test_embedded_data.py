@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from illada.embedded.arithmetic import Problem, multiple_choice, problems
+from illada.tasks.arithmetic import Problem, multiple_choice, problems
 from illada.embedded.train import GEN_LENGTH, MASK_ID, build_tokenizer, encode_batch
 from illada.tokenizer import resolve_special_ids
 from illada.embedded.train import model_config

@@ -12,6 +12,8 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from illada.tasks.base import GenerationTask, MultipleChoiceTask
+
 MAX_DIGITS = 4
 ANSWER_WIDTH = MAX_DIGITS + 1  # the longest sum
 HELD_OUT_EVERY = 10  # one problem in ten (by operand hash) is held out from training
@@ -87,3 +89,62 @@ def multiple_choice(p: Problem, n_choices: int = 4) -> tuple[list[str], int]:
     choices = distractors(p, n_choices - 1) + [p.answer]
     random.Random(f"mc:{p.id}").shuffle(choices)
     return choices, choices.index(p.answer)
+
+
+# ------------------------------------------------------------------------------------------------ as tasks
+# The problems behind each split are one fixed pool (generated from POOL_SEED); a run's ``seed`` picks its
+# ``limit`` items from that pool, like any other task.
+POOL_SIZE = {"train": 5000, "test": 2000}
+POOL_SEED = 0
+
+
+def _rows(split: str) -> list[dict]:
+    return [{"a": p.a, "b": p.b} for p in problems(split, POOL_SIZE[split], POOL_SEED)]
+
+
+class Arithmetic(GenerationTask):
+    """``arithmetic``: complete ``"{a}+{b}="`` with the sum (exact match). The embedded model's held-out task."""
+
+    name = "arithmetic"
+    splits = ("train", "test")
+    default_split = "test"
+    target_delimiter = ""
+
+    def rows(self, split: str, data_path=None) -> tuple[list[dict], str]:
+        if data_path is not None:
+            return super().rows(split, data_path)
+        return _rows(split), f"generated (illada.tasks.arithmetic, pool seed {POOL_SEED})"
+
+    def row_id(self, row: dict, index: int) -> str:
+        return Problem(row["a"], row["b"]).id
+
+    def doc_to_text(self, row: dict) -> str:
+        return Problem(row["a"], row["b"]).prompt
+
+    def doc_to_target(self, row: dict) -> str:
+        return Problem(row["a"], row["b"]).answer
+
+    def reference(self, row: dict) -> str:
+        return self.doc_to_target(row)
+
+    @staticmethod
+    def check(completion: str, reference: str) -> bool:
+        return completion.strip() == reference
+
+
+class ArithmeticMC(MultipleChoiceTask):
+    """``arithmetic_mc``: pick the sum of ``"{a}+{b}="`` among it and three carry-error distractors."""
+
+    name = "arithmetic_mc"
+    splits = ("train", "test")
+    default_split = "test"
+    target_delimiter = ""
+    rows = Arithmetic.rows
+    row_id = Arithmetic.row_id
+    doc_to_text = Arithmetic.doc_to_text
+
+    def doc_to_choice(self, row: dict) -> list[str]:
+        return multiple_choice(Problem(row["a"], row["b"]))[0]
+
+    def doc_to_target(self, row: dict) -> int:
+        return multiple_choice(Problem(row["a"], row["b"]))[1]
