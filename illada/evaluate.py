@@ -1,0 +1,353 @@
+"""Evaluate one sweep point (model x task x sampler-or-scorer settings) and write its record.
+
+    illada-eval --model default --task arithmetic --limit 200 --sampler steps=8 gen_length=8 block_length=8
+    illada-eval --model default --task arithmetic_mc --scorer name=confidence
+
+A generation task runs :func:`illada.sampling.generate`; a multiple-choice task runs a scorer from
+:mod:`illada.scoring`. The record (see :mod:`illada.records`) holds settings, quality and cost together.
+
+Cost definitions:
+* ``nfe_per_sample``: generation -- forward evaluations each sample took part in (a CFG forward counts 2);
+  scoring -- sequence forwards (rows) per question, i.e. the sum over its candidates.
+* ``generated_tokens``: answer tokens before the first EOS/end-of-turn (no padding, no EOS); tokens/s divides
+  their total by the evaluation wall time. ``tokens_per_forward`` divides decoded canvas positions by NFE.
+* ``latency_p50/p95_s``: wall time of the batch that produced each item (what a caller waits for);
+  ``seconds_per_sample``: evaluation wall time / n (throughput view). Model load time is kept apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from illada.loading import LoadedModel, describe, load, parse_dtype, resolve_model
+from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
+from illada.records import SCHEMA_VERSION, directory_hash, now, provenance, settings_key, write_record
+from illada.sampling import SamplerSettings, generate
+from illada.scoring import SCORERS, ScoringSettings
+from illada.tasks import GENERATION, MCItem, TaskData, get_task
+from illada.timing import peak_memory, synchronize
+from illada.tokenizer import SpecialIds, Tokenizer, pad_left
+
+SCORER_FIELDS = {f.name for f in fields(ScoringSettings)} - {"mask_id"}
+SAMPLER_FIELDS = {f.name for f in fields(SamplerSettings)} - {"mask_id", "eos_id", "eot_id"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point. ``sampler`` holds :class:`SamplerSettings` fields (ids come from the model);
+    ``scorer`` holds ``name`` (likelihood / confidence / ar_order) and :class:`ScoringSettings` fields."""
+
+    model: str = "default"
+    task: str = "arithmetic"
+    split: str | None = None
+    limit: int | None = None
+    seed: int = 0
+    num_fewshot: int = 0
+    data_path: str | None = None
+    sampler: Mapping[str, Any] = field(default_factory=dict)
+    scorer: Mapping[str, Any] = field(default_factory=dict)
+    chat: bool = False
+    dtype: str = "float32"
+    attn_backend: str = "sdpa"
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ResolvedPoint:
+    """A validated point: what runs, and the settings dictionary that identifies it."""
+
+    point: Point
+    kind: str
+    sampler: SamplerSettings | None
+    scorer_name: str | None
+    scorer: ScoringSettings | None
+    settings: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return settings_key(self.settings)
+
+
+def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: int | None = None) -> ResolvedPoint:
+    """Validate every setting of ``point`` without loading weights; errors name the field and its value."""
+    model = resolve_model(point.model)
+    if special_ids is None or max_seq_len is None:
+        cfg, _, special_ids = describe(model)
+        max_seq_len = cfg.max_seq_len
+    task = get_task(point.task)
+    if point.split is not None and point.split not in task.splits:
+        raise ValueError(f"split={point.split!r}: task {task.name!r} has the splits {list(task.splits)}")
+    if point.limit is not None and (isinstance(point.limit, bool) or not isinstance(point.limit, int) or point.limit < 1):
+        raise ValueError(f"limit={point.limit!r}: must be a positive integer or None")
+    if isinstance(point.batch_size, bool) or not isinstance(point.batch_size, int) or point.batch_size < 1:
+        raise ValueError(f"batch_size={point.batch_size!r}: must be a positive integer")
+    parse_dtype(point.dtype)
+    settings: dict[str, Any] = {
+        "model": model, "model_hash": _model_hash(model) if Path(model).is_dir() else None,
+        "task": task.name, "split": point.split or task.default_split, "limit": point.limit, "seed": point.seed,
+        "num_fewshot": point.num_fewshot, "data_path": point.data_path, "chat": point.chat, "dtype": point.dtype,
+        "attn_backend": point.attn_backend, "batch_size": point.batch_size, "device": point.device,
+    }
+    if task.kind == GENERATION:
+        _reject_unknown("sampler", point.sampler, SAMPLER_FIELDS)
+        if point.scorer:
+            raise ValueError(f"scorer={dict(point.scorer)!r}: task {task.name!r} is a generation task; use sampler")
+        sampler = SamplerSettings(mask_id=special_ids.mask, eos_id=special_ids.eos, eot_id=special_ids.eot,
+                                  **dict(point.sampler))
+        if sampler.gen_length > max_seq_len:
+            raise ValueError(f"sampler.gen_length={sampler.gen_length}: beyond the model's maximum length {max_seq_len}")
+        settings.update(method="generate", sampler=asdict(sampler))
+        return ResolvedPoint(point, task.kind, sampler, None, None, settings)
+    if point.sampler:
+        raise ValueError(f"sampler={dict(point.sampler)!r}: task {task.name!r} is multiple choice; use scorer")
+    scorer = dict(point.scorer)
+    name = scorer.pop("name", "confidence")
+    if name not in SCORERS:
+        raise ValueError(f"scorer.name={name!r}: unknown scorer; choose one of {list(SCORERS)}")
+    _reject_unknown("scorer", scorer, SCORER_FIELDS)
+    scoring = ScoringSettings(mask_id=special_ids.mask, **scorer)
+    settings.update(method="score", scorer={"name": name, **asdict(scoring)})
+    return ResolvedPoint(point, task.kind, None, name, scoring, settings)
+
+
+def _reject_unknown(group: str, values: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(values) - known - ({"name"} if group == "scorer" else set()))
+    if unknown:
+        raise ValueError(f"{group}.{unknown[0]}={values[unknown[0]]!r}: unknown {group} setting; known: {sorted(known)}")
+
+
+_HASHES: dict[str, str] = {}
+
+
+def _model_hash(path: str) -> str:
+    if path not in _HASHES:
+        _HASHES[path] = directory_hash(path)
+    return _HASHES[path]
+
+
+def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, loaded: LoadedModel | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run one point and return its summary; with ``out_dir``, also write the record there atomically.
+
+    Pass ``loaded`` to reuse a model across points (a sweep job loads its model once).
+    """
+    started = now()
+    resolved = point if isinstance(point, ResolvedPoint) else resolve(point)
+    p = resolved.point
+    device = torch.device(p.device)
+    load_seconds = 0.0
+    if loaded is None:
+        loaded = load(resolved.settings["model"], device=device, dtype=p.dtype, attn_backend=p.attn_backend)
+        load_seconds = loaded.load_seconds
+    else:
+        loaded.model.attn_backend = p.attn_backend
+    if loaded.tokenizer is None:
+        raise ValueError(f"model={p.model!r} has no tokenizer.json: tasks need text (presets are for latency only)")
+    data = get_task(p.task).load(p.split, limit=p.limit, seed=p.seed, num_fewshot=p.num_fewshot,
+                                 data_path=p.data_path)
+    run = _run_generation if resolved.kind == GENERATION else _run_scoring
+    synchronize(device)
+    with peak_memory(device) as peak:
+        start = time.perf_counter()
+        rows, cost = run(resolved, loaded, data, progress)
+        synchronize(device)
+        eval_seconds = time.perf_counter() - start
+    metric = "exact_match" if resolved.kind == GENERATION else "acc"
+    est = accuracy(r[metric] for r in rows)
+    quality = {"metric": metric, "value": est.value, "ci_low": est.lower, "ci_high": est.upper, "n": est.n,
+               "confidence": est.confidence, "data_source": data.source, "n_total": data.n_total}
+    if resolved.kind != GENERATION:
+        for extra in ("acc_norm", "acc_per_token"):
+            e = accuracy(r[extra] for r in rows)
+            quality[extra] = {"value": e.value, "ci_low": e.lower, "ci_high": e.upper}
+    latencies = [r["latency_s"] for r in rows]
+    n = len(rows)
+    cost.update({
+        "eval_seconds": eval_seconds, "seconds_per_sample": eval_seconds / n,
+        "latency_p50_s": statistics.median(latencies), "latency_p95_s": _quantile(latencies, 0.95),
+        "tokens_per_second": cost["generated_tokens"] / eval_seconds if eval_seconds > 0 else 0.0,
+        "load_seconds": load_seconds, "peak_memory_bytes": peak.value,
+        "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_rss",
+    })
+    summary = {"schema": SCHEMA_VERSION, "key": resolved.key, "status": "ok", "settings": resolved.settings,
+               "quality": quality, "cost": cost,
+               "provenance": {**provenance(device), "started_at": started, "finished_at": now()}, "error": None}
+    if out_dir is not None:
+        write_record(out_dir, summary, outcomes_frame(rows).reset_index())
+    return summary
+
+
+def failure_summary(resolved: ResolvedPoint, error: BaseException, log_path: str | None = None,
+                    started: str | None = None) -> dict[str, Any]:
+    """The record of a point that failed: its settings, the cause, and where the log is."""
+    return {"schema": SCHEMA_VERSION, "key": resolved.key, "status": "failed", "settings": resolved.settings,
+            "quality": None, "cost": None,
+            "provenance": {**provenance(resolved.point.device), "started_at": started, "finished_at": now()},
+            "error": {"type": type(error).__name__, "message": str(error), "log_path": log_path,
+                      "traceback": "".join(traceback.format_exception(error))[-4000:]}}
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _batches(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _progress(iterable, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+def _run_generation(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, show: bool):
+    p, tok, ids = resolved.point, loaded.tokenizer, loaded.special_ids
+    device = torch.device(p.device)
+    pad = ids.pad if ids.pad is not None else ids.eos
+    rows: list[dict] = []
+    nfe_total = generated = decoded = row_nfe = 0
+    n_batches = -(-len(data) // p.batch_size)
+    for batch in _progress(_batches(data.items, p.batch_size), n_batches, show, f"{p.task} generate"):
+        prompts = [_encode_prompt(tok, item.prompt, p.chat) for item in batch]
+        input_ids, mask = pad_left(prompts, pad)
+        res = generate(loaded.model, input_ids.to(device), resolved.sampler, mask.to(device))
+        nfe_total += res.nfe
+        generated += int(res.answer_lengths.sum())
+        decoded += int(res.generated_tokens.sum())
+        row_nfe += int(res.row_nfe.sum())
+        for i, item in enumerate(batch):
+            completion = tok.decode(res.generated[i].tolist(), skip_special_tokens=True)
+            row = gen_outcome(item.id, completion, item.reference, item.score(completion))
+            row.update(nfe=int(res.row_nfe[i]), answer_tokens=int(res.answer_lengths[i]), latency_s=res.wall_time_s)
+            rows.append(row)
+    cost = {"nfe_total": nfe_total, "nfe_per_sample": row_nfe / len(rows), "generated_tokens": generated,
+            "tokens_per_forward": decoded / max(row_nfe, 1)}
+    return rows, cost
+
+
+def _encode_prompt(tok: Tokenizer, text: str, chat: bool) -> list[int]:
+    if chat:
+        # the template already carries BOS and role headers, so no special tokens are added on top
+        return tok.encode(tok.apply_chat_template([{"role": "user", "content": text}]), add_special_tokens=False)
+    return tok.encode(text, add_special_tokens=True)
+
+
+def encode_pair(tok: Tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's ``_encode_pair``: trailing spaces of the context move into the continuation, and the pair is
+    tokenized jointly so the continuation's ids are those it has after this context."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = tok.encode(context + continuation, add_special_tokens=True)
+    ctx = tok.encode(context, add_special_tokens=True)
+    return whole[:len(ctx)], whole[len(ctx):]
+
+
+class _ForwardCounter:
+    """Counts forward calls and rows of a model while delegating everything else to it."""
+
+    def __init__(self, model) -> None:
+        self.model, self.calls, self.rows = model, 0, 0
+
+    def __call__(self, input_ids, *args, **kwargs):
+        self.calls += 1
+        self.rows += input_ids.shape[0]
+        return self.model(input_ids, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+
+def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, show: bool):
+    p, tok = resolved.point, loaded.tokenizer
+    scorer = SCORERS[resolved.scorer_name]
+    counter = _ForwardCounter(loaded.model)
+    rows: list[dict] = []
+    n_batches = -(-len(data) // p.batch_size)
+    for batch in _progress(_batches(data.items, p.batch_size), n_batches, show, f"{p.task} {resolved.scorer_name}"):
+        pairs = [[encode_pair(tok, ctx, cont) for ctx, cont in item.pairs()] for item in batch]
+        flat = [pair for item_pairs in pairs for pair in item_pairs]
+        synchronize(p.device)
+        start = time.perf_counter()
+        totals = scorer(counter, flat, resolved.scorer).tolist()
+        synchronize(p.device)
+        seconds = time.perf_counter() - start
+        i = 0
+        for item, item_pairs in zip(batch, pairs):
+            scores = totals[i:i + len(item_pairs)]
+            i += len(item_pairs)
+            row = mc_outcome(item.id, scores, item.gold, n_chars=item.choice_chars,
+                             n_tokens=[len(cont) for _, cont in item_pairs])
+            row["latency_s"] = seconds
+            rows.append(row)
+    cost = {"nfe_total": counter.calls, "nfe_per_sample": counter.rows / len(rows), "generated_tokens": 0,
+            "tokens_per_forward": 0.0, "forward_rows": counter.rows}
+    return rows, cost
+
+
+# ------------------------------------------------------------------------------------------------- command
+def _parse_assignments(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"{flag} {pair!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--task", default="arithmetic")
+    parser.add_argument("--split")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-fewshot", type=int, default=0)
+    parser.add_argument("--data-path")
+    parser.add_argument("--sampler", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--scorer", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--chat", action="store_true")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--attn-backend", default="sdpa")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, help="directory for the record (JSON summary + Parquet items)")
+    args = parser.parse_args(argv)
+    point = Point(model=args.model, task=args.task, split=args.split, limit=args.limit, seed=args.seed,
+                  num_fewshot=args.num_fewshot, data_path=args.data_path,
+                  sampler=_parse_assignments(args.sampler, "--sampler"),
+                  scorer=_parse_assignments(args.scorer, "--scorer"), chat=args.chat, dtype=args.dtype,
+                  attn_backend=args.attn_backend, batch_size=args.batch_size, device=args.device)
+    try:
+        resolved = resolve(point)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    summary = evaluate(resolved, args.out)
+    q, c = summary["quality"], summary["cost"]
+    print(json.dumps({"key": summary["key"], q["metric"]: round(q["value"], 4),
+                      "ci95": [round(q["ci_low"], 4), round(q["ci_high"], 4)], "n": q["n"],
+                      "nfe_per_sample": round(c["nfe_per_sample"], 2), "tokens_per_second": round(c["tokens_per_second"], 1),
+                      "seconds_per_sample": round(c["seconds_per_sample"], 4), "load_seconds": round(c["load_seconds"], 3)}))
+
+
+if __name__ == "__main__":
+    main()

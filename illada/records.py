@@ -1,0 +1,120 @@
+"""Evaluation records: one JSON summary and one Parquet table of per-item rows per sweep point.
+
+A record is keyed by a content hash of its resolved settings, so the same point always lands in the same
+file and a finished point is recognised by its summary's presence. The per-item table is written first and
+the summary last, each atomically, so a summary never points at a missing or partial table.
+
+Summary schema (``SCHEMA_VERSION``)::
+
+    {"schema": 1, "key": <settings hash>, "status": "ok" | "failed",
+     "settings": {model, model_hash, task, split, limit, seed, method, sampler | scorer, dtype,
+                  attn_backend, batch_size, device},
+     "quality":  {"metric", "value", "ci_low", "ci_high", "n", ...},
+     "cost":     {"nfe_total", "nfe_per_sample", "tokens_per_forward", "generated_tokens", "tokens_per_second",
+                  "eval_seconds", "per_sample_seconds_p50", "per_sample_seconds_p95", "load_seconds",
+                  "peak_memory_bytes", "peak_memory_kind"},
+     "provenance": {device_name, torch, cuda, illada, git_commit, hostname, slurm_job_id, started_at,
+                    finished_at},
+     "error": null | {"type", "message", "log_path"}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from illada.atomic import atomic_target, atomic_write_text
+
+SCHEMA_VERSION = 1
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """Content hash of resolved settings (canonical JSON, sorted keys): the identity of a sweep point."""
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def summary_path(directory: str | Path, key: str) -> Path:
+    return Path(directory) / f"{key}.json"
+
+
+def items_path(directory: str | Path, key: str) -> Path:
+    return Path(directory) / f"{key}.items.parquet"
+
+
+def write_record(directory: str | Path, summary: dict[str, Any], items: Any | None = None) -> Path:
+    """Write ``items`` (a pandas DataFrame) then ``summary`` atomically; returns the summary path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = summary["key"]
+    if items is not None:
+        with atomic_target(items_path(directory, key)) as tmp:
+            items.to_parquet(tmp, index=False)
+    target = summary_path(directory, key)
+    atomic_write_text(target, json.dumps(summary, indent=2, default=str))
+    return target
+
+
+def read_summary(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(device: torch.device | str) -> dict[str, Any]:
+    """Where and with what a record was computed."""
+    import illada
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+    return {
+        "device": str(device), "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "illada": illada.__version__, "git_commit": git_commit(), "hostname": socket.gethostname(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "python": platform.python_version(),
+    }
+
+
+def git_commit() -> str | None:
+    """The commit of the illada source tree, if it is a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def directory_hash(path: str | Path, sample_bytes: int = 1 << 20) -> str:
+    """A short content hash of a checkpoint directory, cheap enough for 16 GB checkpoints.
+
+    Hashes every JSON file whole and, of every other file, its size plus its first and last ``sample_bytes``
+    (a safetensors header and weights at both ends), so re-saved or swapped weights change the hash.
+    """
+    path = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}\n".encode())
+        with f.open("rb") as fh:
+            if f.suffix == ".json" or size <= 2 * sample_bytes:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(sample_bytes))
+                fh.seek(size - sample_bytes)
+                h.update(fh.read(sample_bytes))
+    return h.hexdigest()[:16]
