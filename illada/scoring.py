@@ -24,10 +24,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from illada.metrics import NORMALISATIONS, normalise_scores  # noqa: F401  (re-exported)
 from illada.sampling.guidance import guided_logits
 
 Pair = tuple[Sequence[int], Sequence[int]]
-NORMALISATIONS: tuple[str, ...] = ("sum", "per_token", "per_char")
 
 
 @dataclass(frozen=True)
@@ -259,16 +259,12 @@ class ChoiceScores:
     n_chars: torch.Tensor | None
 
     def normalised(self, kind: str = "sum") -> torch.Tensor:
-        """``sum`` (lm-eval acc), ``per_token``, or ``per_char`` (lm-eval acc_norm)."""
-        if kind == "sum":
-            return self.total
-        if kind == "per_token":
-            return self.total / self.n_tokens
-        if kind == "per_char":
-            if self.n_chars is None:
-                raise ValueError("normalisation 'per_char' needs Question.choice_chars")
-            return self.total / self.n_chars.clamp(min=1)
-        raise ValueError(f"normalisation {kind!r} is unknown; choose one of {list(NORMALISATIONS)}")
+        """``sum`` (lm-eval acc), ``per_token``, or ``per_char`` (lm-eval acc_norm); see :mod:`illada.metrics`."""
+        if kind == "per_char" and self.n_chars is None:
+            raise ValueError("normalisation 'per_char' needs Question.choice_chars")
+        chars = None if self.n_chars is None else self.n_chars.tolist()
+        values = normalise_scores(self.total.tolist(), kind, n_chars=chars, n_tokens=self.n_tokens.tolist())
+        return torch.tensor(values, dtype=torch.float64)
 
     def best(self, kind: str = "sum") -> int:
         return int(self.normalised(kind).argmax())
