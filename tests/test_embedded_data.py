@@ -17,10 +17,11 @@ def test_train_and_heldout_never_overlap_and_are_reproducible():
     assert problems("test", 300, seed=1) != test
 
 
-def test_carries_are_common():
+def test_carries_and_long_chains_are_common():
     test = problems("test", 1000, seed=0)
-    with_carry = [p for p in test if len(p.answer) > max(len(str(p.a)), len(str(p.b))) or
-                  any(int(x) + int(y) >= 10 for x, y in zip(str(p.a).zfill(5), str(p.b).zfill(5)))]
+    chains = [p for p in test if sum(int(x) + int(y) == 9 for x, y in zip(f"{p.a:06d}", f"{p.b:06d}")) >= 3]
+    assert len(chains) > 300
+    with_carry = [p for p in test if any(int(x) + int(y) >= 10 for x, y in zip(f"{p.a:06d}", f"{p.b:06d}"))]
     assert len(with_carry) > 400
 
 
@@ -28,16 +29,16 @@ def test_multiple_choice_has_one_gold_and_carry_distractors():
     p = Problem(1958, 67)
     choices, gold = multiple_choice(p)
     assert len(choices) == 4 and len(set(choices)) == 4
-    assert choices[gold] == "2025"
-    assert "1915" in choices  # digit-wise sum with every carry dropped
+    assert choices[gold] == "0002025"
+    assert "0001915" in choices  # digit-wise sum with every carry dropped
     assert multiple_choice(p) == (choices, gold)
 
 
 def test_tokenizer_is_character_level_with_iLLaDA_mask():
     tok = build_tokenizer()
     assert tok.token_to_id("<[MASK]>") == MASK_ID
-    ids = tok.encode("12+7=")
-    assert len(ids) == 5 and tok.decode(ids) == "12+7="
+    ids = tok.encode("000012+000007=")
+    assert len(ids) == 14 and tok.decode(ids) == "000012+000007="
     assert tok.decode(tok.encode("Question: why?")) == "Question: why?"
     ids = resolve_special_ids(model_config(tok.vocab_size), tok)
     assert (ids.mask, ids.eos, ids.pad) == (MASK_ID, 2, 0)
@@ -46,7 +47,7 @@ def test_tokenizer_is_character_level_with_iLLaDA_mask():
 def test_encode_batch_pads_answers_with_eos():
     tok = build_tokenizer()
     ids, attn, resp = encode_batch(tok, [Problem(5, 7), Problem(1234, 8765)])
-    assert tok.decode(ids[0, -GEN_LENGTH:].tolist()) == "12"
-    assert ids[0, -GEN_LENGTH + 2:].tolist() == [2] * (GEN_LENGTH - 2)
-    assert attn[0].sum() == len("5+7=") + GEN_LENGTH and attn[1].all()
+    assert tok.decode(ids[0, -GEN_LENGTH:].tolist()) == "0000012"
+    assert ids[0, -GEN_LENGTH + 7:].tolist() == [2] * (GEN_LENGTH - 7)
+    assert attn[0].sum() == len("000005+000007=") + GEN_LENGTH and attn.all()
     assert resp.sum(1).tolist() == [GEN_LENGTH, GEN_LENGTH]

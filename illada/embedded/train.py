@@ -50,7 +50,7 @@ def build_tokenizer() -> Tokenizer:
 
 
 def model_config(vocab_size: int) -> ModelConfig:
-    return ModelConfig(vocab_size=vocab_size, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384,
+    return ModelConfig(vocab_size=vocab_size, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=384,
                        norm_eps=1e-5, rope_theta=10000.0, max_seq_len=1024, tie_embeddings=True, format="illada",
                        eos_token_id=EOS_ID, pad_token_id=PAD_ID, bos_token_id=1)
 
@@ -89,7 +89,8 @@ def diffusion_loss(model: Transformer, ids: torch.Tensor, attn: torch.Tensor, ma
     return ((ce / t) * masked).sum() / maskable.sum()
 
 
-def train(seed: int, out: Path, steps: int, batch_size: int, lr: float, mask_prompt: bool, log_every: int) -> dict:
+def train(seed: int, out: Path, steps: int, batch_size: int, lr: float, mask_prompt: bool, log_every: int,
+          save_every: int = 0) -> dict:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -127,6 +128,8 @@ def train(seed: int, out: Path, steps: int, batch_size: int, lr: float, mask_pro
             history.append({"step": step, "seconds": round(elapsed, 1), "train_loss": round(loss.item(), 4),
                             "heldout_loss": round(val, 4)})
             print(json.dumps(history[-1]), flush=True)
+        if save_every and step % save_every == 0 and step < steps:
+            save(model, tok, out, {"seed": seed, "steps": step, "partial": True, "history": history})
 
     model.eval()
     info = {"seed": seed, "steps": steps, "train_seconds": round(time.perf_counter() - start, 1),
@@ -148,13 +151,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--mask-prompt", action="store_true", help="iLLaDA-style SFT: mask prompt and response alike")
-    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--log-every", type=int, default=100)
+    parser.add_argument("--save-every", type=int, default=0, help="also save a checkpoint every N steps")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
-    info = train(args.seed, args.out, args.steps, args.batch_size, args.lr, args.mask_prompt, args.log_every)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = train(args.seed, args.out, args.steps, args.batch_size, args.lr, args.mask_prompt, args.log_every,
+                 args.save_every)
     print(f"trained {info['steps']} steps in {info['train_seconds']} s; wrote {args.out}")
 
 

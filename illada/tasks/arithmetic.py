@@ -1,5 +1,7 @@
 """The task family the embedded model is trained on: multi-digit addition with carries.
 
+Problems are written with fixed widths: ``"0352+3366="`` -> ``"03718"``.
+
 Chosen so that sampler settings matter: a sum digit depends on the carry chain from every digit to its
 right. Revealed lower digits make each carry a local computation, so decoding one token per step (most
 confident first) is easy, while committing several dependent digits in one step must guess carries and can
@@ -8,13 +10,14 @@ fail. Problems are split into train and held-out sets by a hash of the operands,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
 
 from illada.tasks.base import GenerationTask, MultipleChoiceTask
 
-MAX_DIGITS = 4
+MAX_DIGITS = 6
 ANSWER_WIDTH = MAX_DIGITS + 1  # the longest sum
 HELD_OUT_EVERY = 10  # one problem in ten (by operand hash) is held out from training
 
@@ -30,11 +33,13 @@ class Problem:
 
     @property
     def prompt(self) -> str:
-        return f"{self.a}+{self.b}="
+        # fixed-width operands and sum: digit i of the answer always sits at the same distance from the
+        # digits it depends on, so a small model can learn the digit rule instead of the alignment
+        return f"{self.a:0{MAX_DIGITS}d}+{self.b:0{MAX_DIGITS}d}="
 
     @property
     def answer(self) -> str:
-        return str(self.a + self.b)
+        return f"{self.a + self.b:0{ANSWER_WIDTH}d}"
 
     @property
     def held_out(self) -> bool:
@@ -42,8 +47,26 @@ class Problem:
         return int.from_bytes(digest[:4], "little") % HELD_OUT_EVERY == 0
 
 
+CHAIN_SHARE = 0.5  # share of problems drawn with long carry chains
+CHAIN_COLUMN = 0.7  # in those, the chance that a column's digits sum to 9 (a carry passes straight through)
+
+
 def sample_problem(rng: random.Random, max_digits: int = MAX_DIGITS) -> Problem:
-    """Operands with a uniform number of digits (1..max_digits) each, so short and long sums are both common."""
+    """Half the problems: operands with a uniform number of digits (1..max_digits) each. The other half: long
+    carry chains, where most columns sum to 9 so a carry from the right ripples through all of them.
+
+    Random operands rarely chain (a column passes a carry on only when its digits sum to exactly 9), and then
+    every sum digit is a local function of two columns, which a model can predict all at once. Chains are
+    what make committing several digits in one step fail while revealing them right to left succeeds.
+    """
+    if rng.random() < CHAIN_SHARE:
+        a = b = 0
+        for i in range(rng.randint(2, max_digits)):
+            x = rng.randint(0, 9)
+            y = 9 - x if rng.random() < CHAIN_COLUMN else rng.randint(0, 9)
+            a, b = a + x * 10**i, b + y * 10**i
+        return Problem(a, b)
+
     def operand() -> int:
         digits = rng.randint(1, max_digits)
         return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
@@ -75,7 +98,7 @@ def distractors(p: Problem, k: int = 3) -> list[str]:
     rng = random.Random(p.id)
     out: list[str] = []
     for c in candidates:
-        s = str(c)
+        s = f"{c:0{ANSWER_WIDTH}d}"
         if c >= 0 and c != total and s not in out:
             out.append(s)
         if len(out) == k:
@@ -98,8 +121,14 @@ POOL_SIZE = {"train": 5000, "test": 2000}
 POOL_SEED = 0
 
 
+@functools.lru_cache(maxsize=None)
+def _pool(split: str) -> tuple[Problem, ...]:
+    # generating the pool draws ~70k problems (0.45 s); a sweep job loads the task once per point
+    return tuple(problems(split, POOL_SIZE[split], POOL_SEED))
+
+
 def _rows(split: str) -> list[dict]:
-    return [{"a": p.a, "b": p.b} for p in problems(split, POOL_SIZE[split], POOL_SEED)]
+    return [{"a": p.a, "b": p.b} for p in _pool(split)]
 
 
 class Arithmetic(GenerationTask):
