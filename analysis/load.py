@@ -1,0 +1,228 @@
+"""Sweep directories -> one tidy DataFrame: one row per point, settings / quality / cost as columns.
+
+Records are found as ``records/*.json`` (the layout of :mod:`illada.store`, written by grid and Optuna sweeps
+alike); a directory without ``records/`` (e.g. ``illada-eval --out runs/demo``) is searched for any ``*.json``
+that carries a ``"schema"`` key. Column names::
+
+    sweep, key, status, task, model, model_name, method, decoding, label,
+    accuracy, ci_low, ci_high, n, metric, acc_norm, ...          # quality ("value" is renamed accuracy)
+    nfe_per_sample, tokens_per_forward, tokens_per_second, seconds_per_sample, latency_p50_s, ...   # cost
+    sampler.steps, sampler.block_length, sampler.remasking, scorer.name, scorer.mc_num, split, limit, ...
+    provenance.device_name, ..., error.type, error.message, error.log_path, optuna.*, record_path, items_path
+
+Failed points go to a second frame, so a crash never shows up as a zero-accuracy point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+#: bump when the frame's columns change, so caches written by an older loader are rebuilt
+CACHE_VERSION = 1
+#: sweeps with at least this many records are cached as Parquet (``cache="auto"``)
+CACHE_MIN_RECORDS = 200
+CACHE_DIR = "analysis_cache"
+
+# leading columns, in this order; everything else follows alphabetically
+LEADING = ["sweep", "key", "status", "task", "model_name", "method", "decoding", "label", "accuracy", "ci_low",
+           "ci_high", "n", "metric", "seconds_per_sample", "latency_p50_s", "nfe_per_sample", "tokens_per_forward",
+           "tokens_per_second"]
+
+
+@dataclass
+class Sweeps:
+    """Finished points and failures of one or many sweep directories."""
+
+    points: pd.DataFrame
+    failures: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def record_files(sweep_dir: str | Path) -> list[Path]:
+    """The summary files of a sweep: ``records/*.json``, else every ``**/*.json`` carrying a ``schema`` key."""
+    root = Path(sweep_dir)
+    records = root / "records"
+    if records.is_dir():
+        return sorted(records.glob("*.json"))
+    # records written straight into a folder; skip our own cache and the store's non-record folders
+    skip = {CACHE_DIR, "points", "running", "jobs", "archive", "logs"}
+    return sorted(p for p in root.rglob("*.json")
+                  if not skip & set(p.relative_to(root).parts[:-1]) and '"schema"' in _head(p))
+
+
+def _head(path: Path, size: int = 256) -> str:
+    with path.open() as fh:
+        return fh.read(size)
+
+
+def signature(sweep_dir: str | Path) -> dict:
+    """What invalidates a cache: number, newest mtime and total size of the record and plan files."""
+    root = Path(sweep_dir)
+    files = record_files(root) + (sorted((root / "points").glob("*.json")) if (root / "points").is_dir() else [])
+    stats = [os.stat(f) for f in files]
+    return {"version": CACHE_VERSION, "files": len(stats), "newest_mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
+            "bytes": sum(s.st_size for s in stats)}
+
+
+def load_sweep(sweep_dir: str | Path, cache: bool | str = "auto", name: str | None = None) -> Sweeps:
+    """Load one sweep directory (see the module docstring for the columns).
+
+    ``cache``: ``True`` reads / writes ``SWEEP/analysis_cache/{points,failures}.parquet``, rebuilt whenever
+    :func:`signature` changes; ``"auto"`` does so from :data:`CACHE_MIN_RECORDS` records on; ``False`` never.
+    A read-only sweep directory is loaded without a cache.
+    """
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep directory {root} does not exist")
+    name = name or root.resolve().name
+    sig = signature(root)
+    use_cache = cache is True or (cache == "auto" and sig["files"] >= CACHE_MIN_RECORDS)
+    cached = _read_cache(root, sig) if use_cache else None
+    if cached is None:
+        cached = _build(root)
+        if use_cache:
+            _write_cache(root, sig, cached)
+    for frame in (cached.points, cached.failures):
+        frame.insert(0, "sweep", name)
+    return cached
+
+
+def load_sweeps(sweep_dirs: str | Path | Iterable[str | Path], cache: bool | str = "auto") -> Sweeps:
+    """Load and concatenate many sweep directories; the ``sweep`` column tells them apart (the directory's
+    name, or its path where two share a name)."""
+    dirs = [Path(sweep_dirs)] if isinstance(sweep_dirs, (str, Path)) else [Path(d) for d in sweep_dirs]
+    names = [d.resolve().name for d in dirs]
+    names = [str(d) if names.count(n) > 1 else n for d, n in zip(dirs, names)]
+    loaded = [load_sweep(d, cache=cache, name=n) for d, n in zip(dirs, names)]
+    return Sweeps(_concat([s.points for s in loaded]), _concat([s.failures for s in loaded]))
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=["sweep", "key"])
+
+
+def _build(root: Path) -> Sweeps:
+    paths = record_files(root)
+    records = [json.loads(p.read_text()) for p in paths]
+    labels = _labels(root)
+    for rec, path in zip(records, paths):
+        rec["record_path"] = str(path)
+        items = path.with_name(f"{path.stem}.items.parquet")
+        rec["items_path"] = str(items) if items.exists() else None
+        rec["label"] = labels.get(rec.get("key"), "")
+    # flattened apart, so a failure's missing numbers do not turn the points' integer columns into floats
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") != "ok"]
+    return Sweeps(_order(tidy(ok)), _order(tidy(failed).dropna(axis=1, how="all")))
+
+
+def _labels(root: Path) -> dict[str, str]:
+    """The overrides that made each planned point (``points/{key}.json``), joined: a readable point name."""
+    folder = root / "points"
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for p in folder.glob("*.json"):
+        plan = json.loads(p.read_text())
+        out[plan.get("key", p.stem)] = " ".join(plan.get("overrides", []))
+    return out
+
+
+def tidy(records: list[dict]) -> pd.DataFrame:
+    """Flatten record summaries into columns: ``settings.*`` lose their prefix, ``quality.value`` becomes
+    ``accuracy``, the other ``quality.*`` and all ``cost.*`` fields lose theirs; other sections keep theirs."""
+    if not records:
+        return pd.DataFrame(columns=["key", "status"])
+    frame = pd.json_normalize(records, sep=".")
+    rename = {}
+    for col in frame.columns:
+        section, _, rest = col.partition(".")
+        if section in ("settings", "cost") and rest:
+            rename[col] = rest
+        elif section == "quality" and rest:
+            rename[col] = "accuracy" if rest == "value" else rest.removesuffix(".value")
+    frame = frame.rename(columns=rename)
+    # a failed record has quality / cost null: json_normalize leaves those as columns of None
+    frame = frame.drop(columns=[c for c in ("quality", "cost", "error") if c in frame], errors="ignore")
+    if "model" in frame:
+        frame["model_name"] = frame["model"].map(lambda m: Path(str(m)).name)
+    frame["decoding"] = _decoding(frame)
+    return _hashable(frame)
+
+
+def _decoding(frame: pd.DataFrame) -> pd.Series:
+    """How a point decodes: ``fixed`` schedule, Fast-dLLM ``threshold`` / ``factor`` (+ ``/cache``), or the
+    scorer's name for a multiple-choice point."""
+    out = pd.Series("fixed", index=frame.index, dtype=object)
+    for rule in ("factor", "threshold"):
+        if f"sampler.{rule}" in frame:
+            out = out.mask(frame[f"sampler.{rule}"].notna(), rule)
+    if "sampler.cache" in frame:
+        cached = frame["sampler.cache"].notna() & frame["sampler.cache"].ne("none")
+        out = out.mask(cached, out + "+" + frame["sampler.cache"].astype(str) + " cache")
+    if "scorer.name" in frame:
+        out = out.mask(frame["scorer.name"].notna(), frame["scorer.name"])
+    return out
+
+
+def _order(frame: pd.DataFrame) -> pd.DataFrame:
+    lead = [c for c in LEADING if c in frame]
+    return frame[lead + sorted(c for c in frame.columns if c not in lead)].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------------ cache
+def _cache_paths(root: Path) -> tuple[Path, Path, Path]:
+    folder = root / CACHE_DIR
+    return folder / "points.parquet", folder / "failures.parquet", folder / "signature.txt"
+
+
+def _read_cache(root: Path, sig: dict) -> Sweeps | None:
+    points, failures, sig_path = _cache_paths(root)
+    try:
+        if json.loads(sig_path.read_text()) != sig:
+            return None
+        return Sweeps(pd.read_parquet(points), pd.read_parquet(failures))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_cache(root: Path, sig: dict, sweeps: Sweeps) -> None:
+    points, failures, sig_path = _cache_paths(root)
+    try:
+        points.parent.mkdir(exist_ok=True)
+        sig_path.unlink(missing_ok=True)  # no signature while the tables are half written
+        sweeps.points.to_parquet(points, index=False)
+        sweeps.failures.to_parquet(failures, index=False)
+        # a .txt, not .json: the fallback record search must never take the cache for a record
+        sig_path.write_text(json.dumps(sig))
+    except OSError:
+        pass  # a read-only sweep directory: load without a cache
+
+
+def _hashable(frame: pd.DataFrame) -> pd.DataFrame:
+    """List / dict cells (``sampler.stop_ids``) and columns of mixed scalar types as JSON strings, so every
+    column can be grouped on and written to Parquet, and a cached frame equals a freshly built one."""
+    for col in frame.columns[frame.dtypes == object]:
+        kinds = {type(v) for v in frame[col] if v is not None and v == v}
+        if kinds & {list, tuple, dict} or len(kinds) > 1:
+            frame[col] = frame[col].map(lambda v: None if v is None or v != v else json.dumps(v, default=str))
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------- per item
+def load_items(point: pd.Series | dict, columns: list[str] | None = None) -> pd.DataFrame:
+    """The per-item rows of one point (``records/{key}.items.parquet``), indexed by item ``id``."""
+    path = point["items_path"]
+    if path is None or path != path:
+        raise FileNotFoundError(f"point {point['key']} has no per-item table")
+    cols = None if columns is None else ["id", *columns]
+    return pd.read_parquet(path, columns=cols).set_index("id")
