@@ -41,6 +41,15 @@ def write_tokenizer(path: Path, mask_token: str | None = "<[MASK]>", chat_templa
     return vocab
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # tiny tensors: a second OpenMP thread costs more than it saves (and far more on a shared 2-core box)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

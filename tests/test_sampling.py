@@ -15,13 +15,6 @@ from tests.toy_models import CausalToy, Recorder, ToyLogits, tiny_transformer
 V, MASK, EOS, EOT = 24, 23, 1, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: a second OpenMP thread costs more than it saves (and far more on a shared 2-core box)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def padded_prompts(batch: int = 3, length: int = 6, seed: int = 0, vocab: int = V) -> tuple[torch.Tensor, torch.Tensor]:

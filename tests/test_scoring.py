@@ -16,13 +16,6 @@ from tests.toy_models import Factorised, Recorder, tiny_transformer
 MASK = 47  # tiny_transformer's mask id
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors: a second OpenMP thread costs more than it saves (and far more on a shared 2-core box)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 PAIRS = [([5, 6, 7], [8, 9]), ([5, 6, 7], [10]), ([5, 6, 7], [11, 12, 13, 14]), ([20, 21, 22, 23, 24, 25], [3, 4, 5])]
 
 
