@@ -18,6 +18,7 @@ Cost definitions:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -153,8 +154,7 @@ def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, lo
         loaded.model.attn_backend = p.attn_backend
     if loaded.tokenizer is None:
         raise ValueError(f"model={p.model!r} has no tokenizer.json: tasks need text (presets are for latency only)")
-    data = get_task(p.task).load(p.split, limit=p.limit, seed=p.seed, num_fewshot=p.num_fewshot,
-                                 data_path=p.data_path)
+    data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
     run = _run_generation if resolved.kind == GENERATION else _run_scoring
     synchronize(device)
     with peak_memory(device) as peak:
@@ -185,6 +185,14 @@ def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, lo
     if out_dir is not None:
         write_record(out_dir, summary, outcomes_frame(rows).reset_index())
     return summary
+
+
+@functools.lru_cache(maxsize=16)
+def _load_task(task: str, split: str | None, limit: int | None, seed: int, num_fewshot: int,
+               data_path: str | None) -> TaskData:
+    # points of a sweep share their items; loading and subsampling them once per process keeps the
+    # per-point overhead small (items are frozen, so sharing them is safe)
+    return get_task(task).load(split, limit=limit, seed=seed, num_fewshot=num_fewshot, data_path=data_path)
 
 
 def failure_summary(resolved: ResolvedPoint, error: BaseException, log_path: str | None = None,

@@ -20,6 +20,7 @@ Summary schema (``SCHEMA_VERSION``)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -89,6 +90,7 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=1)  # one subprocess per process, not per record
 def git_commit() -> str | None:
     """The commit of the illada source tree, if it is a git checkout."""
     root = Path(__file__).resolve().parent.parent
