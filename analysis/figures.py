@@ -185,6 +185,9 @@ def heatmap_plot(df: pd.DataFrame, value: str = "accuracy", index: str = "sample
                  cmap: str | None = None) -> plt.Figure:
     """Mean ``value`` per (steps, block length) cell of the fixed schedule (threshold / factor points ignore
     ``steps``, so they are left out), one panel per task and model, one shared colour scale."""
+    missing = [c for c in (index, columns, value) if c not in df]
+    if missing:  # e.g. a scoring-only sweep has no sampler columns
+        raise ValueError(f"no {missing} column: the sweep has no fixed-schedule generation points")
     data = df[df.get("decoding", pd.Series("fixed", index=df.index)).str.startswith("fixed")]
     data = data.dropna(subset=[index, columns, value])
     if data.empty:

@@ -201,3 +201,12 @@ def test_report_on_a_real_tiny_sweep(real_sweep, tmp_path):
     assert "arithmetic_mc" in md and "Scoring ablation" in md and "CUDA out of memory" in md
     assert (tmp_path / "figures" / "pareto_latency.png").exists()
     assert (tmp_path / "figures" / "heatmap_accuracy.svg").exists()
+
+
+def test_report_on_a_scoring_only_sweep(tmp_path):
+    # no generation points: the steps x block-length heat maps are skipped, the ablation is still reported
+    sweep = write_scoring_sweep(tmp_path / "scoring", n_items=50)
+    report_main([str(sweep), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "heat" not in " ".join(p.name for p in (tmp_path / "out" / "figures").iterdir())
+    assert "not drawn" in md and "figures/scoring_ablation.png" in md
