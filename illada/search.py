@@ -1,0 +1,470 @@
+"""Asynchronous multi-objective Pareto search with Optuna (ask/tell) over the sweep machinery.
+
+One controller process owns the study (the only writer to its storage). It asks a trial, turns its
+parameters into a :class:`illada.evaluate.Point`, validates it with :func:`illada.evaluate.resolve` (an
+invalid trial is told FAIL with the reason and never launched), and runs it as a one-point
+:class:`illada.runner.PointGroup` through an executor (a submitit executor -- Slurm or local -- or any
+``concurrent.futures`` executor). Up to ``max_in_flight`` trials run at once; each finished trial is told
+at once and a new one asked (no batch barrier). Trials share the results store of grid sweeps
+(:class:`illada.store.SweepStore`), so a point already computed is a cache hit, not a new job.
+
+Search space (plain dict; the YAML ``search.space`` block has the same shape)::
+
+    {"sampler.steps": {"type": "int", "low": 2, "high": 64, "log": True},
+     "sampler.remasking": {"type": "categorical", "choices": ["low_confidence", "random"]},
+     "_parallel": {"type": "categorical", "choices": ["off", "threshold"]},
+     "sampler.threshold": {"type": "float", "low": 0.5, "high": 0.99, "when": {"_parallel": "threshold"}}}
+
+Names are dotted paths into :class:`Point` (``sampler.*``, ``scorer.*`` or a top-level field); names that
+start with ``_`` are switches the search uses only for conditions. ``when`` maps switch names to a value or
+a list of values; a conditional parameter is only suggested when its condition holds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from illada.evaluate import Point, ResolvedPoint, failure_summary, resolve
+from illada.runner import PointGroup
+from illada.store import SweepStore
+
+#: objectives a record provides: name -> (path in the record, default direction)
+METRICS: dict[str, tuple[str, str]] = {
+    "accuracy": ("quality.value", "maximize"),
+    "seconds_per_sample": ("cost.seconds_per_sample", "minimize"),
+    "nfe_per_sample": ("cost.nfe_per_sample", "minimize"),
+    "tokens_per_second": ("cost.tokens_per_second", "maximize"),
+    "latency_p50_s": ("cost.latency_p50_s", "minimize"),
+    "latency_p95_s": ("cost.latency_p95_s", "minimize"),
+    "peak_memory_bytes": ("cost.peak_memory_bytes", "minimize"),
+}
+DEFAULT_OBJECTIVES = ("accuracy", "seconds_per_sample")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+KIND_TYPES = ("int", "float", "categorical")
+
+
+class SearchError(ValueError):
+    """A search configuration that cannot run; the message names the offending key."""
+
+
+# ------------------------------------------------------------------------------------------------ space
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+    when: Mapping[str, Any] = field(default_factory=dict)
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        for key, want in self.when.items():
+            allowed = want if isinstance(want, (list, tuple)) else [want]
+            if key not in values or values[key] not in allowed:
+                return False
+        return True
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        if self.type == "float":
+            return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+def parse_space(space: Mapping[str, Mapping[str, Any]]) -> list[Param]:
+    """Validate a search-space dict; a condition must name a parameter defined before it."""
+    if not space:
+        raise SearchError("search.space: empty; give at least one parameter")
+    params: list[Param] = []
+    seen: set[str] = set()
+    for name, spec in space.items():
+        spec = dict(spec)
+        kind = spec.pop("type", "categorical" if "choices" in spec else None)
+        if kind not in KIND_TYPES:
+            raise SearchError(f"search.space.{name}.type={kind!r}: choose one of {list(KIND_TYPES)}")
+        when = dict(spec.pop("when", None) or {})
+        for key in when:
+            if key not in seen:
+                raise SearchError(f"search.space.{name}.when.{key}: condition on an unknown or later parameter")
+        if kind == "categorical":
+            choices = tuple(spec.pop("choices", ()) or ())
+            if not choices:
+                raise SearchError(f"search.space.{name}.choices: a categorical needs choices")
+            p = Param(name, kind, choices=choices, when=when)
+        else:
+            if "low" not in spec or "high" not in spec:
+                raise SearchError(f"search.space.{name}: {kind} needs low and high")
+            p = Param(name, kind, low=spec.pop("low"), high=spec.pop("high"), log=bool(spec.pop("log", False)),
+                      step=spec.pop("step", None), when=when)
+            if not p.low < p.high:
+                raise SearchError(f"search.space.{name}: low={p.low!r} must be below high={p.high!r}")
+            if p.log and p.low <= 0:
+                raise SearchError(f"search.space.{name}.low={p.low!r}: a log scale needs low > 0")
+        if spec:
+            raise SearchError(f"search.space.{name}.{sorted(spec)[0]}: unknown key")
+        params.append(p)
+        seen.add(name)
+    return params
+
+
+def suggest(trial: optuna.Trial, params: Sequence[Param]) -> dict[str, Any]:
+    """Suggest the active parameters of ``trial`` in order (conditions see earlier values)."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if p.active(values):
+            values[p.name] = p.suggest(trial)
+    return values
+
+
+def to_point(base: Point, values: Mapping[str, Any]) -> Point:
+    """Apply dotted parameter values (switches starting with ``_`` are skipped) to ``base``."""
+    sampler, scorer, top = dict(base.sampler), dict(base.scorer), {}
+    for name, value in values.items():
+        if name.startswith("_"):
+            continue
+        group, _, key = name.partition(".")
+        if group == "sampler" and key:
+            sampler[key] = value
+        elif group == "scorer" and key:
+            scorer[key] = value
+        elif not key and name in Point.__dataclass_fields__:
+            top[name] = value
+        else:
+            raise SearchError(f"search.space.{name}: not a Point field (sampler.*, scorer.* or a top-level field)")
+    return replace(base, sampler=sampler, scorer=scorer, **top)
+
+
+# ------------------------------------------------------------------------------------- objectives
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    path: str
+    direction: str
+
+    def value(self, record: Mapping[str, Any]) -> float:
+        node: Any = record
+        for part in self.path.split("."):
+            node = node[part]
+        return float(node)
+
+
+def parse_objectives(spec: Sequence[str | Mapping[str, Any]] | None) -> list[Objective]:
+    """Names from :data:`METRICS`, or ``{name, path?, direction?}`` dicts."""
+    out = []
+    for item in spec or DEFAULT_OBJECTIVES:
+        item = {"name": item} if isinstance(item, str) else dict(item)
+        name = item.get("name")
+        path, direction = METRICS.get(name, (None, None))
+        path, direction = item.get("path", path), item.get("direction", direction)
+        if path is None:
+            raise SearchError(f"search.objectives.{name}: unknown metric; known {sorted(METRICS)} or give a path")
+        if direction not in ("maximize", "minimize"):
+            raise SearchError(f"search.objectives.{name}.direction={direction!r}: maximize or minimize")
+        out.append(Objective(name, path, direction))
+    if len({o.name for o in out}) != len(out):
+        raise SearchError("search.objectives: names repeat")
+    return out
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Feasible when ``min <= metric <= max``; told to Optuna as a violation (<= 0 feasible)."""
+
+    name: str
+    path: str
+    min: float | None = None
+    max: float | None = None
+
+    def violations(self, record: Mapping[str, Any]) -> dict[str, float]:
+        v = Objective(self.name, self.path, "minimize").value(record)
+        out = {}
+        if self.max is not None:
+            out[f"{self.name}<={self.max}"] = v - self.max
+        if self.min is not None:
+            out[f"{self.name}>={self.min}"] = self.min - v
+        return out
+
+
+def parse_constraints(spec: Mapping[str, Mapping[str, Any]] | None) -> list[Constraint]:
+    """``{metric: {min: x, max: y, path?: ...}}`` e.g. ``{seconds_per_sample: {max: 0.05}, accuracy: {min: 0.3}}``."""
+    out = []
+    for name, bounds in (spec or {}).items():
+        bounds = dict(bounds)
+        path = bounds.pop("path", METRICS.get(name, (None,))[0])
+        if path is None:
+            raise SearchError(f"search.constraints.{name}: unknown metric; known {sorted(METRICS)} or give a path")
+        lo, hi = bounds.pop("min", None), bounds.pop("max", None)
+        if bounds:
+            raise SearchError(f"search.constraints.{name}.{sorted(bounds)[0]}: unknown key (min, max, path)")
+        if lo is None and hi is None:
+            raise SearchError(f"search.constraints.{name}: give min and/or max")
+        out.append(Constraint(name, path, lo, hi))
+    return out
+
+
+def constraint_values(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+    """What :meth:`optuna.Trial.set_constraint` stored on a finished trial (name -> violation, <= 0 feasible)."""
+    from optuna.study._constrained_optimization import _get_constraints_from_system_attrs
+
+    return dict(_get_constraints_from_system_attrs(trial.system_attrs) or {})
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(v <= 0 for v in constraint_values(trial).values())
+
+
+def make_sampler(name: str, seed: int | None, n_startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
+    """A seeded multi-objective sampler; constraints reach it through ``trial.set_constraint``."""
+    if name == "tpe":
+        kw = {"n_startup_trials": n_startup_trials} if n_startup_trials is not None else {}
+        return optuna.samplers.TPESampler(seed=seed, **kw)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        kw = {"n_startup_trials": n_startup_trials} if n_startup_trials is not None else {}
+        return optuna.samplers.GPSampler(seed=seed, **kw)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchError(f"search.sampler={name!r}: choose one of {list(SAMPLERS)}")
+
+
+def make_storage(sweep_dir: str | Path, storage: str | None = None) -> optuna.storages.BaseStorage | str:
+    """Journal file storage in the sweep directory (NFS-safe, no server) unless an RDB URL is given."""
+    if storage and "://" in storage:
+        return storage
+    path = Path(storage) if storage else Path(sweep_dir) / "optuna.journal"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+# ------------------------------------------------------------------------------------------- search
+@dataclass
+class _InFlight:
+    job: Any
+    group: PointGroup
+    trials: list[optuna.Trial]
+    submitted: float
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    launched: int = 0
+    cache_hits: int = 0
+    invalid: int = 0
+    failed: int = 0
+    reconciled: int = 0
+    busy_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+class _InProcess:
+    """An executor that runs each job at submission, in this process (``max_in_flight`` is then 1 in effect)."""
+
+    def submit(self, fn: Callable, *args, **kwargs):
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001
+            fut.set_exception(exc)
+        return fut
+
+
+@dataclass
+class ParetoSearch:
+    """An asynchronous multi-objective search; :meth:`run` starts or resumes it (see the module docstring)."""
+
+    sweep_dir: str | Path
+    space: Mapping[str, Mapping[str, Any]]
+    base: Point
+    n_trials: int
+    objectives: Sequence[str | Mapping[str, Any]] | None = None
+    constraints: Mapping[str, Mapping[str, Any]] | None = None
+    sampler: str = "tpe"
+    seed: int | None = 0
+    n_startup_trials: int | None = None
+    max_in_flight: int = 1
+    executor: Any = None  # submitit executor or concurrent.futures.Executor; None: in this process
+    storage: str | None = None  # journal path or RDB URL; default: {sweep_dir}/optuna.journal
+    study_name: str = "search"
+    enqueue: Sequence[Mapping[str, Any]] = ()  # reference settings asked first (parameter name -> value)
+    poll_s: float = 1.0
+    threads: int | None = None
+    log: Callable[[str], None] | None = print
+
+    def __post_init__(self) -> None:
+        self.params = parse_space(self.space)
+        self.objs = parse_objectives(self.objectives)
+        self.cons = parse_constraints(self.constraints)
+        if self.max_in_flight < 1:
+            raise SearchError(f"search.max_in_flight={self.max_in_flight!r}: must be >= 1")
+        self.store = SweepStore(self.sweep_dir)
+        self.store.root.mkdir(parents=True, exist_ok=True)
+
+    # ---------------------------------------------------------------------------------------- study
+    def study(self) -> optuna.Study:
+        study = optuna.create_study(
+            storage=make_storage(self.store.root, self.storage), study_name=self.study_name, load_if_exists=True,
+            directions=[o.direction for o in self.objs],
+            sampler=make_sampler(self.sampler, self.seed, self.n_startup_trials))
+        if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if o.direction == "maximize"
+                                      else optuna.study.StudyDirection.MINIMIZE for o in self.objs]:
+            raise SearchError(f"study {self.study_name!r} exists with other directions: {study.directions}")
+        if not study.metric_names:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([o.name for o in self.objs])
+        if not study.trials:
+            for params in self.enqueue:
+                study.enqueue_trial(dict(params), skip_if_exists=True)
+        return study
+
+    def reconcile(self, study: optuna.Study) -> int:
+        """Trials left RUNNING by a controller that stopped: told from their record when the point finished
+        meanwhile, FAIL with the cause otherwise. Returns how many were settled."""
+        n = 0
+        for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            trial = optuna.Trial(study, ft._trial_id)
+            key = ft.user_attrs.get("key")
+            rec = self.store.record(key) if key else None
+            if rec is not None and rec.get("status") == "ok":
+                self._tell_record(study, trial, rec, note="recovered after the controller stopped")
+            else:
+                cause = "the search controller stopped before this trial finished (reconciled on resume)"
+                trial.set_user_attr("fail_reason", cause)
+                study.tell(trial, state=TrialState.FAIL)
+            n += 1
+        return n
+
+    # ------------------------------------------------------------------------------------------ run
+    def run(self) -> SearchResult:
+        start = time.perf_counter()
+        study = self.study()
+        res = SearchResult(study)
+        res.reconciled = self.reconcile(study)
+        executor = self.executor if self.executor is not None else _InProcess()
+        in_flight: dict[str, _InFlight] = {}
+        done_states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        asked = len(study.get_trials(deepcopy=False, states=done_states))
+        if res.reconciled:
+            self._log(f"reconciled {res.reconciled} trials left RUNNING")
+        while asked < self.n_trials or in_flight:
+            while asked < self.n_trials and sum(len(f.trials) for f in in_flight.values()) < self.max_in_flight:
+                asked += 1
+                self._ask_one(study, executor, in_flight, res)
+            finished = [k for k, f in in_flight.items() if f.job.done()]
+            for key in finished:
+                f = in_flight.pop(key)
+                res.busy_seconds += time.perf_counter() - f.submitted
+                self._finish(study, key, f, res)
+            if not finished and in_flight:
+                time.sleep(self.poll_s)
+        res.wall_seconds = time.perf_counter() - start
+        self._log(f"search {self.study_name}: {len(study.trials)} trials, {len(pareto_front(study))} on the front; "
+                  f"{res.launched} launched, {res.cache_hits} cache hits, {res.invalid} invalid, {res.failed} failed")
+        return res
+
+    def _ask_one(self, study, executor, in_flight: dict[str, _InFlight], res: SearchResult) -> None:
+        trial = study.ask()
+        try:
+            values = suggest(trial, self.params)
+            resolved = resolve(to_point(self.base, values))
+        except SearchError:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # noqa: BLE001 -- an invalid combination: never launched
+            trial.set_user_attr("fail_reason", f"invalid: {type(exc).__name__}: {exc}")
+            study.tell(trial, state=TrialState.FAIL)
+            res.invalid += 1
+            self._log(f"trial {trial.number} invalid: {exc}")
+            return
+        key = resolved.key
+        trial.set_user_attr("key", key)
+        overrides = [f"{k}={v}" for k, v in values.items()]
+        self.store.plan(key, resolved.settings, overrides)
+        rec = self.store.record(key)
+        if rec is not None:  # computed before (this search, a grid sweep, another search)
+            res.cache_hits += 1
+            trial.set_user_attr("cache_hit", True)
+            self._tell_record(study, trial, rec)
+            return
+        if key in in_flight:  # the same point is already running for another trial: wait for that job
+            in_flight[key].trials.append(trial)
+            res.cache_hits += 1
+            trial.set_user_attr("cache_hit", True)
+            return
+        group = PointGroup(self.store.root, [resolved], threads=self.threads)
+        job = executor.submit(group)
+        job_id = getattr(job, "job_id", None)
+        if job_id is not None:
+            trial.set_user_attr("job_id", str(job_id))
+        in_flight[key] = _InFlight(job, group, [trial], time.perf_counter())
+        res.launched += 1
+
+    def _finish(self, study, key: str, f: _InFlight, res: SearchResult) -> None:
+        cause = None
+        try:
+            f.job.result()
+        except Exception as exc:  # noqa: BLE001 -- cancelled, killed, OOM, timed out
+            state = getattr(f.job, "state", None)
+            cause = (f"job {getattr(f.job, 'job_id', '?')} ended" + (f" in state {state}" if state else "")
+                     + f": {type(exc).__name__}: {str(exc).strip()[-1500:]}")
+        point: ResolvedPoint = f.group.points[0]
+        if not self.store.has_record(key):
+            paths = getattr(f.job, "paths", None)
+            self.store.write_failure(failure_summary(point, RuntimeError(cause or "job ended without a record"),
+                                                     log_path=str(paths.stdout) if paths else None))
+            self.store.clear_running(key)
+        rec = self.store.record(key)
+        for trial in f.trials:
+            self._tell_record(study, trial, rec)
+            if rec.get("status") != "ok":
+                res.failed += 1
+
+    def _tell_record(self, study, trial: optuna.Trial, rec: Mapping[str, Any], note: str | None = None) -> None:
+        if rec.get("status") != "ok":
+            err = rec.get("error") or {}
+            trial.set_user_attr("fail_reason", f"{err.get('type')}: {err.get('message')}")
+            if err.get("log_path"):
+                trial.set_user_attr("log_path", err["log_path"])
+            study.tell(trial, state=TrialState.FAIL)
+            self._log(f"trial {trial.number} failed: {err.get('type')}: {str(err.get('message'))[:200]}")
+            return
+        values = [o.value(rec) for o in self.objs]
+        if any(not math.isfinite(v) for v in values):
+            trial.set_user_attr("fail_reason", f"non-finite objective values {values}")
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        for c in self.cons:
+            for name, v in c.violations(rec).items():
+                trial.set_constraint(name, v)
+        if note:
+            trial.set_user_attr("note", note)
+        study.tell(trial, values)
+
+    def _log(self, msg: str) -> None:
+        if self.log is not None:
+            self.log(msg)
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's feasible Pareto-optimal trials (``study.best_trials``), empty before any completes."""
+    if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+        return []
+    return study.best_trials
