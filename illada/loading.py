@@ -11,6 +11,7 @@ import torch
 from illada.checkpoint import load_weights
 from illada.config import PRESETS, ModelConfig, preset
 from illada.model import Transformer
+from illada.timing import synchronize
 from illada.tokenizer import SpecialIds, Tokenizer, resolve_special_ids
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -101,6 +102,5 @@ def load(
             model = Transformer(cfg, attn_backend=attn_backend)
         load_weights(model, name, device=device, dtype=dtype)
     model.eval().requires_grad_(False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)  # load_seconds covers the copies to the device
     return LoadedModel(model, tokenizer, ids, name, time.perf_counter() - start)

@@ -77,17 +77,20 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
     """Where and with what a record was computed."""
     import illada
 
-    device = torch.device(device)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = platform.processor() or platform.machine()
     return {
-        "device": str(device), "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
         "illada": illada.__version__, "git_commit": git_commit(), "hostname": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "python": platform.python_version(),
     }
+
+
+def device_name(device: torch.device | str) -> str:
+    """The GPU's marketing name, or the CPU's processor name."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 @functools.lru_cache(maxsize=1)  # one subprocess per process, not per record

@@ -26,6 +26,7 @@ from illada.attention import flash_attn_available
 from illada.checkpoint import save_checkpoint, shard_files
 from illada.config import ModelConfig, preset
 from illada.model import Transformer
+from illada.records import device_name
 from illada.timing import synchronize, time_call
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -141,8 +142,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def environment(device: str) -> str:
-    name = torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine())
-    return (f"device: {name} ({device}), torch {torch.__version__}, CUDA {torch.version.cuda}, "
+    return (f"device: {device_name(device)} ({device}), torch {torch.__version__}, CUDA {torch.version.cuda}, "
             f"illada {illada.__version__}, python {platform.python_version()}, threads {torch.get_num_threads()}, "
             f"date {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
 

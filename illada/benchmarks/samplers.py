@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +27,8 @@ import torch
 from illada.config import ModelConfig, preset
 from illada.model import Transformer
 from illada.sampling import GenerationResult, SamplerSettings, generate
+from illada.benchmarks.engine import markdown
+from illada.records import device_name
 from illada.timing import synchronize
 
 SMALL = ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=384, max_seq_len=1024,
@@ -75,9 +76,7 @@ def figures(result: GenerationResult, seconds: float) -> dict:
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return f"### {title}\n\n{markdown([dict(zip(header, row)) for row in rows])}\n"
 
 
 def section_a(model, cfg: ModelConfig, device: str, repeats: int) -> str:
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     model = Transformer.random(cfg, device=args.device, dtype=dtype, std=std, seed=0)
 
     header = (f"## Sampler benchmark ({dt.date.today()})\n\nmodel {args.model} ({cfg.num_parameters / 1e6:.1f}M "
-              f"params, random init std {std}), {args.dtype} on {_device_name(args.device)}, "
+              f"params, random init std {std}), {args.dtype} on {device_name(args.device)}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s); "
               f"medians of {args.repeats_a} (a) and "
               f"{args.repeats} (b) timed runs\n")
@@ -186,12 +185,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(report))
-
-
-def _device_name(device: str) -> str:
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from illada.atomic import atomic_write_text
 from illada.checkpoint import save_checkpoint
 from illada.config import ModelConfig
 from illada.tasks.arithmetic import ANSWER_WIDTH, problems, sample_problem
@@ -143,8 +144,8 @@ def save(model: Transformer, tok: Tokenizer, out: Path, info: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, out)
     tok.backend.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps(tok.config, indent=2))
-    (out / "training.json").write_text(json.dumps(info, indent=2))
+    atomic_write_text(out / "tokenizer_config.json", json.dumps(tok.config, indent=2))
+    atomic_write_text(out / "training.json", json.dumps(info, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
