@@ -74,7 +74,7 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
     pending = list(submitted)
     gone_since: dict[int, float] = {}
     while pending:
-        queued = _slurm_queue() if any(isinstance(s.job, SlurmJob) for s in pending) else None
+        queued = slurm_queue() if any(isinstance(s.job, SlurmJob) for s in pending) else None
         waiting = []
         for s in pending:
             if s.job.done():
@@ -112,7 +112,7 @@ def _fail(s: Submitted, store: SweepStore, counts: dict[str, int], cause: str) -
             counts["failed"] += 1
 
 
-def _slurm_queue() -> set[str] | None:
+def slurm_queue() -> set[str] | None:
     """Ids of the jobs Slurm still holds (array tasks one by one); None when squeue does not answer."""
     try:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)

@@ -22,11 +22,15 @@ a list of values; a conditional parameter is only suggested when its condition h
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
+import shutil
+import socket
 import time
 import warnings
-from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -225,19 +229,27 @@ def feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in constraint_values(trial).values())
 
 
-def make_sampler(name: str, seed: int | None, n_startup_trials: int | None = None) -> optuna.samplers.BaseSampler:
-    """A seeded multi-objective sampler; constraints reach it through ``trial.set_constraint``."""
-    if name == "tpe":
-        kw = {"n_startup_trials": n_startup_trials} if n_startup_trials is not None else {}
-        return optuna.samplers.TPESampler(seed=seed, **kw)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        kw = {"n_startup_trials": n_startup_trials} if n_startup_trials is not None else {}
-        return optuna.samplers.GPSampler(seed=seed, **kw)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchError(f"search.sampler={name!r}: choose one of {list(SAMPLERS)}")
+def make_sampler(name: str, seed: int | None, n_startup_trials: int | None = None,
+                 options: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
+    """A seeded multi-objective sampler; constraints reach it through ``trial.set_constraint``.
+
+    ``options`` are keyword arguments of the Optuna sampler (e.g. ``{multivariate: true, group: true}`` for
+    TPE on a conditional space, ``{population_size: 20}`` for NSGA-II); a wrong one is named."""
+    classes = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+               "gp": optuna.samplers.GPSampler, "random": optuna.samplers.RandomSampler}
+    if name not in classes:
+        raise SearchError(f"search.sampler={name!r}: choose one of {list(SAMPLERS)}")
+    kw = dict(options or {})
+    if n_startup_trials is not None and name in ("tpe", "gp"):
+        kw.setdefault("n_startup_trials", n_startup_trials)
+    accepted = inspect.signature(classes[name]).parameters
+    for key in kw:
+        if key not in accepted or key == "seed":
+            raise SearchError(f"search.sampler_options.{key}: not an option of {classes[name].__name__} "
+                              f"(options: {sorted(k for k in accepted if k != 'seed')})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return classes[name](seed=seed, **kw)
 
 
 def make_storage(sweep_dir: str | Path, storage: str | None = None) -> optuna.storages.BaseStorage | str:
@@ -252,10 +264,17 @@ def make_storage(sweep_dir: str | Path, storage: str | None = None) -> optuna.st
 
 
 # ------------------------------------------------------------------------------------------- search
+#: ``launch(trial, resolved, overrides) -> job``: starts one trial's point; the job has ``done()`` and
+#: ``result()`` (raising when the job died) like a submitit job or a ``concurrent.futures.Future``.
+Launch = Callable[[optuna.Trial, ResolvedPoint, Sequence[str]], Any]
+#: ``point_of(values) -> (point, overrides)``: a trial's parameter values as a Point and the overrides naming it.
+PointOf = Callable[[Mapping[str, Any]], "tuple[Point, list[str]]"]
+
+
 @dataclass
 class _InFlight:
     job: Any
-    group: PointGroup
+    point: ResolvedPoint
     trials: list[optuna.Trial]
     submitted: float
 
@@ -268,7 +287,8 @@ class SearchResult:
     invalid: int = 0
     failed: int = 0
     reconciled: int = 0
-    busy_seconds: float = 0.0
+    reattached: int = 0
+    busy_seconds: float = 0.0  # submission to completion seen by the controller, summed over launched trials
     wall_seconds: float = 0.0
 
 
@@ -276,8 +296,6 @@ class _InProcess:
     """An executor that runs each job at submission, in this process (``max_in_flight`` is then 1 in effect)."""
 
     def submit(self, fn: Callable, *args, **kwargs):
-        from concurrent.futures import Future
-
         fut: Future = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
@@ -286,17 +304,54 @@ class _InProcess:
         return fut
 
 
+class _Reattached:
+    """The job of a trial left RUNNING by a stopped controller whose point is still being evaluated: done when
+    the record appears, or when the job is gone without one (its marker removed, its process dead on this
+    host, or its Slurm job no longer queued)."""
+
+    def __init__(self, store: SweepStore, key: str) -> None:
+        self.store, self.key = store, key
+        self.job_id = (store.running(key) or {}).get("job_id")
+
+    def done(self) -> bool:
+        if self.store.has_record(self.key):
+            return True
+        marker = self.store.running(self.key)
+        return marker is None or self.store.is_stale(self.key) or _left_slurm_queue(marker)
+
+    def result(self) -> None:
+        if not self.store.has_record(self.key):
+            raise RuntimeError(f"job {self.job_id} stopped without a record (seen after a controller restart)")
+
+
+def _left_slurm_queue(marker: Mapping[str, Any]) -> bool:
+    """A marker written on another host (its process cannot be checked from here) whose Slurm job is no
+    longer queued."""
+    from illada.launch import slurm_queue
+
+    if marker.get("host") == socket.gethostname() or not marker.get("job_id") or shutil.which("squeue") is None:
+        return False
+    queued = slurm_queue()
+    return queued is not None and str(marker["job_id"]) not in queued
+
+
 @dataclass
 class ParetoSearch:
-    """An asynchronous multi-objective search; :meth:`run` starts or resumes it (see the module docstring)."""
+    """An asynchronous multi-objective search; :meth:`run` starts or resumes it (see the module docstring).
+
+    How a trial becomes a point and how it runs are the two seams: ``point_of`` (default: ``space`` names
+    applied to ``base`` by :func:`to_point`) and ``launch`` (default: a one-point :class:`PointGroup`
+    submitted to ``executor``). The Hydra sweeper (``sweeps/pareto_sweeper.py``) composes the point with
+    Hydra and launches through Hydra's submitit launcher instead."""
 
     sweep_dir: str | Path
     space: Mapping[str, Mapping[str, Any]]
-    base: Point
-    n_trials: int
+    base: Point | None = None
+    n_trials: int = 32
     objectives: Sequence[str | Mapping[str, Any]] | None = None
     constraints: Mapping[str, Mapping[str, Any]] | None = None
     sampler: str = "tpe"
+    sampler_options: Mapping[str, Any] | None = None  # keyword arguments of the Optuna sampler
     seed: int | None = 0
     n_startup_trials: int | None = None
     max_in_flight: int = 1
@@ -304,70 +359,98 @@ class ParetoSearch:
     storage: str | None = None  # journal path or RDB URL; default: {sweep_dir}/optuna.journal
     study_name: str = "search"
     enqueue: Sequence[Mapping[str, Any]] = ()  # reference settings asked first (parameter name -> value)
+    synchronous: bool = False  # wait for a whole batch before asking again (the Hydra Optuna sweeper's way)
+    rerun_failed: bool = False  # run a point again when its record is a failure (once per run)
     poll_s: float = 1.0
     threads: int | None = None
+    point_of: PointOf | None = None
+    launch: Launch | None = None
     log: Callable[[str], None] | None = print
 
     def __post_init__(self) -> None:
         self.params = parse_space(self.space)
         self.objs = parse_objectives(self.objectives)
         self.cons = parse_constraints(self.constraints)
-        if self.max_in_flight < 1:
-            raise SearchError(f"search.max_in_flight={self.max_in_flight!r}: must be >= 1")
+        for name in ("n_trials", "max_in_flight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SearchError(f"search.{name}={value!r}: must be a positive integer")
+        if self.point_of is None and self.base is None:
+            raise SearchError("search.base: give the base Point (or a point_of function)")
+        make_sampler(self.sampler, self.seed, self.n_startup_trials, self.sampler_options)  # named errors now
         self.store = SweepStore(self.sweep_dir)
         self.store.root.mkdir(parents=True, exist_ok=True)
+        self._rerun: set[str] = set()
 
     # ---------------------------------------------------------------------------------------- study
     def study(self) -> optuna.Study:
         study = optuna.create_study(
             storage=make_storage(self.store.root, self.storage), study_name=self.study_name, load_if_exists=True,
             directions=[o.direction for o in self.objs],
-            sampler=make_sampler(self.sampler, self.seed, self.n_startup_trials))
-        if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if o.direction == "maximize"
-                                      else optuna.study.StudyDirection.MINIMIZE for o in self.objs]:
-            raise SearchError(f"study {self.study_name!r} exists with other directions: {study.directions}")
-        if not study.metric_names:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler=make_sampler(self.sampler, self.seed, self.n_startup_trials, self.sampler_options))
+        want = [optuna.study.StudyDirection.MAXIMIZE if o.direction == "maximize"
+                else optuna.study.StudyDirection.MINIMIZE for o in self.objs]
+        if list(study.directions) != want:
+            raise SearchError(f"search.study_name={self.study_name!r}: the study exists with directions "
+                              f"{[d.name.lower() for d in study.directions]}; use another study name")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if not study.metric_names:
                 study.set_metric_names([o.name for o in self.objs])
+            elif list(study.metric_names) != [o.name for o in self.objs]:
+                raise SearchError(f"search.objectives={[o.name for o in self.objs]}: study {self.study_name!r} "
+                                  f"exists with objectives {study.metric_names}; use another study name")
         if not study.trials:
             for params in self.enqueue:
                 study.enqueue_trial(dict(params), skip_if_exists=True)
         return study
 
-    def reconcile(self, study: optuna.Study) -> int:
-        """Trials left RUNNING by a controller that stopped: told from their record when the point finished
-        meanwhile, FAIL with the cause otherwise. Returns how many were settled."""
-        n = 0
+    def reconcile(self, study: optuna.Study, in_flight: dict[str, _InFlight] | None = None) -> tuple[int, int]:
+        """Settle trials left RUNNING by a controller that stopped: told from their record when the point
+        finished meanwhile; re-attached (waited for, counted in flight) when a job still evaluates it; FAIL
+        with the cause otherwise. Returns (settled, re-attached)."""
+        settled = reattached = 0
         for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             trial = optuna.Trial(study, ft._trial_id)
             key = ft.user_attrs.get("key")
             rec = self.store.record(key) if key else None
-            if rec is not None and rec.get("status") == "ok":
+            if rec is not None:
                 self._tell_record(study, trial, rec, note="recovered after the controller stopped")
+                settled += 1
+            elif key and in_flight is not None and not _Reattached(self.store, key).done():
+                if key in in_flight:
+                    in_flight[key].trials.append(trial)
+                else:
+                    resolved = resolve(Point(**{**ft.user_attrs["point"]})) if "point" in ft.user_attrs else None
+                    in_flight[key] = _InFlight(_Reattached(self.store, key), resolved, [trial], time.perf_counter())
+                reattached += 1
             else:
                 cause = "the search controller stopped before this trial finished (reconciled on resume)"
                 trial.set_user_attr("fail_reason", cause)
                 study.tell(trial, state=TrialState.FAIL)
-            n += 1
-        return n
+                settled += 1
+        return settled, reattached
 
     # ------------------------------------------------------------------------------------------ run
     def run(self) -> SearchResult:
         start = time.perf_counter()
         study = self.study()
         res = SearchResult(study)
-        res.reconciled = self.reconcile(study)
-        executor = self.executor if self.executor is not None else _InProcess()
         in_flight: dict[str, _InFlight] = {}
+        res.reconciled, res.reattached = self.reconcile(study, in_flight)
+        if res.reconciled or res.reattached:
+            self._log(f"resumed study {self.study_name!r}: {res.reconciled} trials left RUNNING settled, "
+                      f"{res.reattached} re-attached to jobs still running")
+        executor = self.executor if self.executor is not None else _InProcess()
         done_states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-        asked = len(study.get_trials(deepcopy=False, states=done_states))
-        if res.reconciled:
-            self._log(f"reconciled {res.reconciled} trials left RUNNING")
+        asked = len(study.get_trials(deepcopy=False, states=done_states)) + res.reattached
         while asked < self.n_trials or in_flight:
-            while asked < self.n_trials and sum(len(f.trials) for f in in_flight.values()) < self.max_in_flight:
+            while (asked < self.n_trials and self._n_running(in_flight) < self.max_in_flight
+                   and not (self.synchronous and in_flight)):
                 asked += 1
                 self._ask_one(study, executor, in_flight, res)
+                if self.synchronous and in_flight and self._n_running(in_flight) < self.max_in_flight:
+                    continue  # fill the whole batch before waiting on it
             finished = [k for k, f in in_flight.items() if f.job.done()]
             for key in finished:
                 f = in_flight.pop(key)
@@ -380,11 +463,26 @@ class ParetoSearch:
                   f"{res.launched} launched, {res.cache_hits} cache hits, {res.invalid} invalid, {res.failed} failed")
         return res
 
+    @staticmethod
+    def _n_running(in_flight: Mapping[str, _InFlight]) -> int:
+        return sum(len(f.trials) for f in in_flight.values())
+
+    def _to_point(self, values: Mapping[str, Any]) -> tuple[Point, list[str]]:
+        if self.point_of is not None:
+            return self.point_of(values)
+        return to_point(self.base, values), [f"{k}={v}" for k, v in values.items()]
+
+    def _launch(self, executor, trial: optuna.Trial, resolved: ResolvedPoint, overrides: Sequence[str]):
+        if self.launch is not None:
+            return self.launch(trial, resolved, overrides)
+        return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads))
+
     def _ask_one(self, study, executor, in_flight: dict[str, _InFlight], res: SearchResult) -> None:
         trial = study.ask()
         try:
             values = suggest(trial, self.params)
-            resolved = resolve(to_point(self.base, values))
+            point, overrides = self._to_point(values)
+            resolved = resolve(point)
         except SearchError:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -396,9 +494,13 @@ class ParetoSearch:
             return
         key = resolved.key
         trial.set_user_attr("key", key)
-        overrides = [f"{k}={v}" for k, v in values.items()]
+        trial.set_user_attr("point", _point_attr(resolved.point))
         self.store.plan(key, resolved.settings, overrides)
         rec = self.store.record(key)
+        if rec is not None and rec.get("status") != "ok" and self.rerun_failed and key not in self._rerun:
+            self._rerun.add(key)
+            self.store.todo([key], rerun_failed=True)  # archives the failure record
+            rec = None
         if rec is not None:  # computed before (this search, a grid sweep, another search)
             res.cache_hits += 1
             trial.set_user_attr("cache_hit", True)
@@ -409,12 +511,17 @@ class ParetoSearch:
             res.cache_hits += 1
             trial.set_user_attr("cache_hit", True)
             return
-        group = PointGroup(self.store.root, [resolved], threads=self.threads)
-        job = executor.submit(group)
+        try:
+            job = self._launch(executor, trial, resolved, overrides)
+        except Exception as exc:  # noqa: BLE001 -- submission refused (sbatch error, ...): FAIL, go on
+            self.store.write_failure(failure_summary(resolved, exc))
+            self._tell_record(study, trial, self.store.record(key))
+            res.failed += 1
+            return
         job_id = getattr(job, "job_id", None)
         if job_id is not None:
             trial.set_user_attr("job_id", str(job_id))
-        in_flight[key] = _InFlight(job, group, [trial], time.perf_counter())
+        in_flight[key] = _InFlight(job, resolved, [trial], time.perf_counter())
         res.launched += 1
 
     def _finish(self, study, key: str, f: _InFlight, res: SearchResult) -> None:
@@ -425,13 +532,13 @@ class ParetoSearch:
             state = getattr(f.job, "state", None)
             cause = (f"job {getattr(f.job, 'job_id', '?')} ended" + (f" in state {state}" if state else "")
                      + f": {type(exc).__name__}: {str(exc).strip()[-1500:]}")
-        point: ResolvedPoint = f.group.points[0]
         if not self.store.has_record(key):
             paths = getattr(f.job, "paths", None)
-            self.store.write_failure(failure_summary(point, RuntimeError(cause or "job ended without a record"),
-                                                     log_path=str(paths.stdout) if paths else None))
+            error = RuntimeError(cause or "job ended without a record")
+            if f.point is not None:
+                self.store.write_failure(failure_summary(f.point, error, log_path=str(paths.stdout) if paths else None))
             self.store.clear_running(key)
-        rec = self.store.record(key)
+        rec = self.store.record(key) or {"status": "failed", "error": {"type": "RuntimeError", "message": cause}}
         for trial in f.trials:
             self._tell_record(study, trial, rec)
             if rec.get("status") != "ok":
@@ -461,6 +568,11 @@ class ParetoSearch:
     def _log(self, msg: str) -> None:
         if self.log is not None:
             self.log(msg)
+
+
+def _point_attr(point: Point) -> dict[str, Any]:
+    """A Point as a JSON-able user attribute (enough to rebuild it when re-attaching after a restart)."""
+    return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(point).items()}
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

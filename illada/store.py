@@ -144,6 +144,10 @@ class SweepStore:
     def running(self, key: str) -> dict[str, Any] | None:
         return _read_json(self.running_dir / f"{key}.json")
 
+    def is_stale(self, key: str) -> bool:
+        """True when the point's running marker was left by a process of this host that no longer exists."""
+        return _is_stale(self.running(key) or {})
+
     def write_job(self, job_id: str, info: dict[str, Any]) -> None:
         """Job accounting, rewritten whole after each point so a killed job still leaves its last total."""
         _write_json(self.jobs_dir / f"{job_id}.json", info)
@@ -163,7 +167,7 @@ class SweepStore:
         for key in sorted(keys):
             state = self.state(key)
             getattr(st, state).append(key)
-            if state == RUNNING and _is_stale(self.running(key) or {}):
+            if state == RUNNING and self.is_stale(key):
                 st.stale.append(key)
         jobs = [_read_json(p) for p in self.jobs_dir.glob("*.json")] if self.jobs_dir.is_dir() else []
         jobs = [j for j in jobs if j]

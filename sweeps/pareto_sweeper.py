@@ -1,0 +1,197 @@
+"""``hydra/sweeper=illada_pareto``: the asynchronous Optuna Pareto search (:mod:`illada.search`) as a Hydra sweeper.
+
+    illada-search                                                  # search=frontier, embedded model, this process
+    illada-search hydra/launcher=submitit_local hydra.sweeper.max_in_flight=2
+    illada-search model=illada-8b-base hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+
+The search loop is :class:`illada.search.ParetoSearch`; Hydra gives it two things:
+
+* a trial's parameters are Hydra overrides (``sampler.steps=4``, ``scorer=likelihood``), composed into the
+  trial's config exactly as a multirun job's, then into a :class:`~illada.evaluate.Point` that is validated
+  before anything is launched;
+* a trial runs as one job of the configured Hydra launcher: with the submitit launchers (local or Slurm) the
+  launcher's own job callable is submitted alone, so up to ``max_in_flight`` jobs run and each is told as
+  soon as it ends (no batch barrier); any other launcher runs one trial at a time through its ``launch``.
+
+Why not the Hydra Optuna sweeper: ``../shared/reference/sweeps.md`` (optuna<3, batch barrier, no constraints,
+no journal storage, trials left RUNNING by one killed job).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ParetoSweeperConf:
+    """``hydra.sweeper`` when ``hydra/sweeper=illada_pareto`` (see :class:`illada.search.ParetoSearch`)."""
+
+    _target_: str = "hydra_plugins.illada_pareto_sweeper.ParetoSweeper"
+    objectives: List[Any] = field(default_factory=lambda: ["accuracy", "seconds_per_sample"])
+    space: Dict[str, Any] = field(default_factory=dict)
+    constraints: Dict[str, Any] = field(default_factory=dict)
+    sampler: str = "tpe"  # tpe | nsga2 | gp | random
+    sampler_options: Dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = 0
+    n_trials: int = 32  # in the study, over every run of the same command
+    max_in_flight: int = 4
+    storage: Optional[str] = None  # null: {sweep_dir}/optuna.journal; a path (journal) or an RDB URL
+    study_name: Optional[str] = None  # null: the config's `name`
+    enqueue: List[Dict[str, Any]] = field(default_factory=list)
+    rerun_failed: bool = False
+    synchronous: bool = False  # batch barrier, as the Hydra Optuna sweeper does (for comparison only)
+    poll_s: float = 1.0
+
+
+class _Returned:
+    """A trial that a synchronous launcher already ran: a finished job."""
+
+    def __init__(self, ret: Any) -> None:
+        self.ret = ret
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        return self.ret.return_value  # re-raises the task's exception
+
+
+_PLAIN = re.compile(r"^[\w.\-+/:]*$")
+
+
+def override(key: str, value: Any) -> str:
+    """``key=value`` in Hydra's override grammar (strings quoted when they need it)."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, str) and not _PLAIN.match(value):
+        text = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    else:
+        text = str(value)
+    return f"{key}={text}"
+
+
+class ParetoSweeper(Sweeper):
+    """Asks Optuna for a trial, composes and validates its point, launches it, tells its record's objectives."""
+
+    def __init__(self, **conf: Any) -> None:
+        self.conf = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                     for k, v in conf.items()}
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.launcher = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    # ------------------------------------------------------------------------------------------------ sweep
+    def sweep(self, arguments: List[str]) -> Any:
+        from illada.evaluate import resolve
+        from illada.search import ParetoSearch, SearchError
+        from sweeps.expand import SweepError, to_point
+
+        parsed = OverridesParser.create().parse_overrides(list(arguments))
+        swept = [o.input_line for o in parsed if o.is_sweep_override()]
+        if swept:
+            raise SearchError(f"override {swept[0]!r}: the Pareto sweeper searches hydra.sweeper.space; give one "
+                              "value per key on the command line (or add the key to the space)")
+        fixed = list(arguments)
+        base = self._compose(fixed)
+        if "sweep_dir" not in base:
+            raise SearchError("sweep_dir: the config needs a sweep_dir (the results store of the trials)")
+        root = Path(str(base.sweep_dir)).resolve()
+        # jobs may start in another working directory: they get the absolute store path
+        fixed = [o for o in fixed if not o.startswith("sweep_dir=")] + [f"sweep_dir={root}"]
+        try:
+            resolve(to_point(base))  # a bad model, task or dtype stops here, before any trial
+        except (ValueError, FileNotFoundError) as e:
+            raise SweepError(f"the base config is invalid: {e}") from None
+
+        conf = dict(self.conf)
+        conf.pop("_target_", None)
+        conf["study_name"] = conf.get("study_name") or str(base.get("name") or "search")
+        launch_job = self._job_starter(fixed)
+
+        def point_of(values):
+            overrides = [override(k, v) for k, v in values.items() if not k.startswith("_")]
+            cfg = self._compose(fixed + overrides)
+            return to_point(cfg), overrides
+
+        search = ParetoSearch(sweep_dir=root, point_of=point_of, launch=launch_job, log=log.info, **conf)
+        self._check_space(search, fixed)
+        OmegaConf.save(self.config, root / "multirun.yaml")
+        res = search.run()
+        self._write_results(search, res, root)
+        return res
+
+    def _compose(self, overrides: Sequence[str]) -> DictConfig:
+        assert self.hydra_context is not None and self.config is not None
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _check_space(self, search, fixed: Sequence[str]) -> None:
+        """Every parameter of the space must be an override Hydra accepts: compose each value (the choices, or
+        the bounds of a range) once, and name the parameter and value that fails."""
+        from illada.search import SearchError
+
+        for p in search.params:
+            if p.name.startswith("_"):
+                continue
+            for value in p.choices or (p.low, p.high):
+                if p.type == "int":
+                    value = int(value)
+                try:
+                    self._compose(list(fixed) + [override(p.name, value)])
+                except (HydraException, OmegaConfBaseException) as e:
+                    first = str(e).strip().splitlines()[0]
+                    raise SearchError(f"hydra.sweeper.space.{p.name}={value!r}: {first}") from None
+
+    def _job_starter(self, fixed: Sequence[str]):
+        """``launch(trial, resolved, overrides) -> job`` through the configured Hydra launcher."""
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
+        launcher = self.launcher
+        executor = None
+        if isinstance(launcher, BaseSubmititLauncher):
+            from sweeps.launchers import Launcher
+
+            executor = Launcher(cluster=launcher._EXECUTOR, points_per_job=1, queue=dict(launcher.params)).executor()
+
+        def launch(trial, resolved, overrides):
+            job_overrides = list(fixed) + list(overrides)
+            if executor is not None:  # what BaseSubmititLauncher.launch does per job, without waiting
+                return executor.submit(launcher, job_overrides, "hydra.sweep.dir", trial.number,
+                                       f"job_id_for_{trial.number}", Singleton.get_state())
+            return _Returned(launcher.launch([job_overrides], initial_job_idx=trial.number)[0])
+
+        return launch
+
+    def _write_results(self, search, res, root: Path) -> None:
+        """``optimization_results.yaml`` (the Hydra Optuna sweeper's file): the front with keys and values."""
+        from illada.atomic import atomic_write_text
+        from illada.search import pareto_front
+
+        front = [{"number": t.number, "key": t.user_attrs.get("key"), "params": t.params,
+                  "values": dict(zip([o.name for o in search.objs], t.values))} for t in pareto_front(res.study)]
+        summary = {"study_name": search.study_name, "storage": str(search.storage or root / "optuna.journal"),
+                   "trials": len(res.study.trials), "launched": res.launched, "cache_hits": res.cache_hits,
+                   "invalid": res.invalid, "failed": res.failed, "front": front}
+        atomic_write_text(root / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
+        log.info(f"Pareto front ({len(front)} trials) in {root / 'optimization_results.yaml'}")
