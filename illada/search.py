@@ -83,8 +83,27 @@ class Param:
         if self.type == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         if self.type == "float":
-            return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+            value = trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step, log=self.log)
+            # a stepped float comes back as low + k * step in binary (0.6000000000000001): the grid value is
+            # what the point's key, and so the cache, must see
+            return _on_grid(value) if self.step else value
         return trial.suggest_categorical(self.name, list(self.choices))
+
+    def values(self) -> list[Any]:
+        """Every value of a discrete parameter (categorical, int, or float with a step), in order."""
+        if self.type == "categorical":
+            return list(self.choices)
+        step = self.step or (1 if self.type == "int" else None)
+        if step is None:
+            raise SearchError(f"search.space.{self.name}: a continuous float has no grid; give it a step")
+        n = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
+        if self.type == "int":
+            return [int(self.low) + i * int(step) for i in range(n)]
+        return [_on_grid(self.low + i * step) for i in range(n)]
+
+
+def _on_grid(value: float) -> float:
+    return round(value, 12)
 
 
 def parse_space(space: Mapping[str, Mapping[str, Any]]) -> list[Param]:
@@ -130,6 +149,17 @@ def suggest(trial: optuna.Trial, params: Sequence[Param]) -> dict[str, Any]:
         if p.active(values):
             values[p.name] = p.suggest(trial)
     return values
+
+
+def grid(params: Sequence[Param]) -> list[dict[str, Any]]:
+    """Every combination of a discrete space, conditions honoured: the exhaustive grid a search is measured
+    against (``sweeps/benchmark_search.py``)."""
+    combos: list[dict[str, Any]] = [{}]
+    for p in params:
+        values = p.values()
+        combos = [{**c, p.name: v} for c in combos for v in values] if not p.when else [
+            new for c in combos for new in ([{**c, p.name: v} for v in values] if p.active(c) else [c])]
+    return combos
 
 
 def to_point(base: Point, values: Mapping[str, Any]) -> Point:
@@ -445,12 +475,10 @@ class ParetoSearch:
         done_states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
         asked = len(study.get_trials(deepcopy=False, states=done_states)) + res.reattached
         while asked < self.n_trials or in_flight:
-            while (asked < self.n_trials and self._n_running(in_flight) < self.max_in_flight
-                   and not (self.synchronous and in_flight)):
+            filling = not (self.synchronous and in_flight)  # with a barrier, ask only once the batch is told
+            while filling and asked < self.n_trials and self._n_running(in_flight) < self.max_in_flight:
                 asked += 1
                 self._ask_one(study, executor, in_flight, res)
-                if self.synchronous and in_flight and self._n_running(in_flight) < self.max_in_flight:
-                    continue  # fill the whole batch before waiting on it
             finished = [k for k, f in in_flight.items() if f.job.done()]
             for key in finished:
                 f = in_flight.pop(key)

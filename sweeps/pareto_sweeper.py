@@ -56,6 +56,7 @@ class ParetoSweeperConf:
     rerun_failed: bool = False
     synchronous: bool = False  # batch barrier, as the Hydra Optuna sweeper does (for comparison only)
     poll_s: float = 1.0
+    plot: bool = True  # write SWEEP_DIR/pareto.png when the search ends
 
 
 class _Returned:
@@ -127,6 +128,7 @@ class ParetoSweeper(Sweeper):
 
         conf = dict(self.conf)
         conf.pop("_target_", None)
+        conf.pop("plot", None)
         conf["study_name"] = conf.get("study_name") or str(base.get("name") or "search")
         launch_job = self._job_starter(fixed)
 
@@ -195,3 +197,10 @@ class ParetoSweeper(Sweeper):
                    "invalid": res.invalid, "failed": res.failed, "front": front}
         atomic_write_text(root / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
         log.info(f"Pareto front ({len(front)} trials) in {root / 'optimization_results.yaml'}")
+        if self.conf.get("plot", True):
+            from illada.store import SweepStore
+            from sweeps.plot import pareto_plot
+
+            path = pareto_plot(SweepStore(root))
+            if path:
+                log.info(f"Pareto plot of every point in the store: {path}")

@@ -161,3 +161,70 @@ def test_submitit_local_executor(tmp_path, tiny_model):
     assert [t.state for t in res.study.trials] == [TrialState.COMPLETE] * 3
     assert res.launched >= 1 and all("job_id" in t.user_attrs or t.user_attrs.get("cache_hit")
                                      for t in res.study.trials)
+
+
+def test_grid_of_a_conditional_space_and_stepped_floats():
+    from illada.search import grid
+
+    params = parse_space({"a": {"choices": [1, 2]}, "_mode": {"choices": ["x", "y"]},
+                          "t": {"type": "float", "low": 0.5, "high": 0.95, "step": 0.05, "when": {"_mode": "y"}},
+                          "n": {"type": "int", "low": 2, "high": 6, "step": 2, "when": {"_mode": "x"}}})
+    combos = grid(params)
+    assert len(combos) == 2 * (3 + 10)
+    assert sorted({c["t"] for c in combos if "t" in c}) == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+    assert all(("t" in c) == (c["_mode"] == "y") and ("n" in c) == (c["_mode"] == "x") for c in combos)
+    with pytest.raises(SearchError, match="search.space.f: a continuous float has no grid"):
+        grid(parse_space({"f": {"type": "float", "low": 0.1, "high": 0.2}}))
+    # what a sampler suggests for a stepped float is the grid's value (so the point's key, and the cache, agree)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    values = {params[2].suggest(study.ask()) for _ in range(50)}
+    assert values <= {c["t"] for c in combos if "t" in c}
+
+
+def test_sampler_options_reach_the_sampler_and_bad_ones_are_named():
+    from illada.search import make_sampler
+
+    s = make_sampler("tpe", 3, options={"multivariate": True, "group": True})
+    assert s._multivariate and s._group
+    assert make_sampler("nsga2", 0, options={"population_size": 8})._population_size == 8
+    with pytest.raises(SearchError, match="search.sampler_options.population: not an option of NSGAIISampler"):
+        make_sampler("nsga2", 0, options={"population": 8})
+
+
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_asynchronous_vs_batch_barrier(tmp_path, tiny_model, synchronous):
+    """Asynchronous: a new trial starts as soon as one ends. With ``synchronous`` no trial starts while one of
+    the previous batch still runs (the Hydra Optuna sweeper's barrier)."""
+    import threading
+    import time
+
+    events: list[tuple[str, int, float]] = []
+    lock = threading.Lock()
+    pool = ThreadPoolExecutor(2)
+
+    def launch(trial, resolved, overrides):
+        def job():
+            # a slow first trial of each pair: without a barrier the other worker takes the next trial meanwhile
+            time.sleep(0.4 if trial.number % 2 == 0 else 0.05)
+            from illada.runner import PointGroup
+
+            PointGroup(tmp_path / "sweep", [resolved])()
+            with lock:
+                events.append(("end", trial.number, time.perf_counter()))
+        with lock:
+            events.append(("start", trial.number, time.perf_counter()))
+        return pool.submit(job)
+
+    space = {"sampler.seed": {"type": "int", "low": 0, "high": 1000}}
+    res = search(tmp_path, tiny_model, space=space, n_trials=6, max_in_flight=2, sampler="random",
+                 synchronous=synchronous, launch=launch, poll_s=0.01).run()
+    pool.shutdown()
+    assert res.launched == 6 and all(t.state == TrialState.COMPLETE for t in res.study.trials)
+    start = {n: t for kind, n, t in events if kind == "start"}
+    end = {n: t for kind, n, t in events if kind == "end"}
+    # trial 3 (of the second batch) starts before trial 2 (slow, same batch in synchronous mode) would allow it
+    overlapping = [n for n in start for m in end if m < n and m // 2 != n // 2 and start[n] < end[m]]
+    if synchronous:
+        assert not overlapping  # every trial of a batch starts after the whole previous batch ended
+    else:
+        assert overlapping

@@ -1,0 +1,227 @@
+"""Measured figures of the Pareto search (issue 6): how well it searches, and how busy it keeps the workers.
+
+    python -m sweeps.benchmark_search hypervolume [--seeds 5] [--budget 60]  # search vs exhaustive grid vs random
+    python -m sweeps.benchmark_search utilisation [--workers 4 8]            # asynchronous vs batch-synchronous
+
+Both use the ``search=frontier`` space of ``illada-search`` (sweeps/conf/search/frontier.yaml: 240 valid points
+on the embedded model) and write ``illada/benchmarks/results/search.md`` sections.
+
+* **hypervolume**: every point of the space is evaluated once (the ground truth, in ``--out``/grid; a rerun
+  reuses it). Each search then runs with that store as its results store, so a trial's objectives are the
+  grid's measured record for its point (a cache hit, as in a real search that meets a computed point): the
+  searches differ only in which points they ask for. Hypervolume (accuracy up, seconds per sample down;
+  reference: accuracy 0 and 1.1 x the grid's slowest point) of the front found within k evaluations, as a
+  fraction of the grid's, over seeds. An evaluation is a distinct point, i.e. a job a real search would have
+  run (invalid trials and repeats of a computed point cost none, so the budget is counted in evaluations).
+* **utilisation**: N workers (threads standing in for GPUs). Each launched trial keeps its worker busy for a
+  time proportional to its point's measured latency on the grid, clipped to a 10x range (0.3 to 3 s), then
+  returns the grid's record. Utilisation = sum of the jobs' own busy time / (N x search wall time), for the
+  asynchronous search and for the same search with a batch barrier (``synchronous``: ask N, wait for all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from analysis.pareto import hypervolume
+from illada.benchmarks.engine import environment, markdown
+from illada.search import ParetoSearch, grid, parse_space
+from illada.store import SweepStore
+from sweeps.expand import CONF_DIR
+from sweeps.expand import to_point as config_to_point
+
+RESULTS = Path(__file__).resolve().parent.parent / "illada" / "benchmarks" / "results" / "search.md"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def frontier_search(overrides: list[str] = ()) -> tuple[Any, dict]:
+    """The base point and the ``hydra.sweeper`` block of ``illada-search search=frontier``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("pareto", overrides=["search=frontier", *overrides], return_hydra_config=True)
+    return config_to_point(cfg), OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+
+
+def ground_truth(root: Path, base, space: dict) -> pd.DataFrame:
+    """Evaluate every point of the space into ``root`` (what is there already is reused)."""
+    points = grid(parse_space(space))
+    start = time.perf_counter()
+    ParetoSearch(root, space, base, n_trials=len(points), sampler="random", enqueue=points, study_name="grid",
+                 storage=str(root / "grid.journal"), threads=1, log=None).run()
+    frame = records_frame(SweepStore(root))
+    print(f"grid: {len(points)} combinations, {len(frame)} valid points evaluated "
+          f"({time.perf_counter() - start:.0f} s incl. reused records)")
+    return frame
+
+
+def records_frame(store: SweepStore) -> pd.DataFrame:
+    return pd.DataFrame([{"key": r["key"], "accuracy": r["quality"]["value"],
+                          "seconds_per_sample": r["cost"]["seconds_per_sample"]} for r in store.records("ok")])
+
+
+def search_curve(root: Path, base, space: dict, sampler: str, seed: int, budget: int, ref, options=None) -> list:
+    """(trials, distinct evaluations, hypervolume) after each trial of one search over the grid's records."""
+    study_dir = Path(tempfile.mkdtemp(prefix="illada_search_bench_"))
+    res = ParetoSearch(root, space, base, n_trials=budget, sampler=sampler, seed=seed, sampler_options=options,
+                       study_name=f"{sampler}-{seed}", storage=str(study_dir / "study.journal"), log=None).run()
+    trials = res.study.trials
+    shutil.rmtree(study_dir, ignore_errors=True)
+    rows, seen, done = [], set(), []
+    for t in trials:
+        if "key" in t.user_attrs:
+            seen.add(t.user_attrs["key"])
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            done.append({"accuracy": t.values[0], "seconds_per_sample": t.values[1]})
+        hv = hypervolume(pd.DataFrame(done), ref=ref) if done else 0.0
+        rows.append((t.number + 1, len(seen), hv))
+    return rows
+
+
+def hypervolume_benchmark(root: Path, seeds: int, budget: int, samplers: list[str], max_trials: int) -> str:
+    base, sweeper = frontier_search()
+    space = sweeper["space"]
+    truth = ground_truth(root / "grid", base, space)
+    ref = (1.1 * truth["seconds_per_sample"].max(), 0.0)
+    hv_grid = hypervolume(truth, ref=ref)
+    n = len(truth)
+    budgets = sorted({max(1, round(budget * f)) for f in (0.25, 0.5, 0.75, 1.0)})
+    rows, reach = [], []
+    for name in samplers:
+        sampler, options = VARIANTS[name]
+        curves = []
+        for seed in range(seeds):
+            start = time.perf_counter()
+            curve = search_curve(root / "grid", base, space, sampler, seed, max_trials, ref, options)
+            curves.append([row for row in curve if row[1] <= budget])  # up to `budget` distinct evaluations
+            t, e, hv = curves[-1][-1]
+            print(f"{name} seed {seed}: {hv / hv_grid:.3f} of the grid's hypervolume with {e} evaluations in "
+                  f"{t} trials ({time.perf_counter() - start:.1f} s)")
+        for b in budgets:
+            at = [[row for row in c if row[1] <= b][-1] for c in curves]  # the last trial within b evaluations
+            ratios = [hv / hv_grid for _, _, hv in at]
+            reached = sum(e == b for _, e, _ in at)
+            rows.append({"sampler": name, "evaluations": b, "of the grid": f"{b / n:.1%}",
+                         "seeds reaching it": f"{reached}/{seeds}",
+                         "trials used (mean)": f"{statistics.mean(t for t, _, _ in at):.0f}",
+                         "HV / grid HV (mean)": f"{statistics.mean(ratios):.3f}",
+                         "min": f"{min(ratios):.3f}", "max": f"{max(ratios):.3f}"})
+        firsts = [next((e for _, e, hv in c if hv >= 0.95 * hv_grid), None) for c in curves]
+        reach.append({"sampler": name, "seeds reaching 95% within the budget": f"{sum(f is not None for f in firsts)}/{seeds}",
+                      "evaluations to 95% (per seed)": ", ".join(str(f) if f else f">{budget}" for f in firsts)})
+    front = truth.loc[_front(truth)]
+    return "\n\n".join([
+        f"## Hypervolume vs evaluations (`python -m sweeps.benchmark_search hypervolume --seeds {seeds} "
+        f"--budget {budget} --max-trials {max_trials}`)", environment("cpu"),
+        f"Space: `search=frontier`, {len(grid(parse_space(space)))} combinations, {n} valid points, task "
+        f"`{base.task}` limit {base.limit} on the embedded model; grid front: {len(front)} points; grid "
+        f"hypervolume {hv_grid:.6g} (reference: {ref[0]:.6g} s/sample, accuracy 0). An evaluation is a distinct "
+        f"point (a job); repeated and invalid trials cost none. Each search runs until {budget} evaluations or "
+        f"{max_trials} trials; `seeds reaching it` counts the searches that got that many evaluations at all.",
+        markdown(rows), markdown(reach)])
+
+
+VARIANTS = {"tpe": ("tpe", None), "tpe multivariate+group": ("tpe", {"multivariate": True, "group": True}),
+            "nsga2": ("nsga2", {"population_size": 16}), "gp": ("gp", None), "random": ("random", None)}
+
+
+def _front(df: pd.DataFrame) -> pd.Index:
+    from analysis.pareto import pareto_mask
+
+    return df.index[pareto_mask(df, by=())]
+
+
+class _Replay:
+    """A job that keeps its worker busy for ``seconds`` (its own clock), then leaves the grid's record."""
+
+    def __init__(self, grid_store: SweepStore, store: SweepStore, key: str, seconds: float, busy: list) -> None:
+        self.grid_store, self.store, self.key, self.seconds, self.busy = grid_store, store, key, seconds, busy
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        time.sleep(self.seconds)
+        shutil.copy(self.grid_store.records_dir / f"{self.key}.json", self.store.records_dir / f"{self.key}.json")
+        self.busy.append(time.perf_counter() - start)
+
+
+def utilisation_benchmark(root: Path, workers: list[int], trials_per_worker: int) -> str:
+    base, sweeper = frontier_search()
+    space = sweeper["space"]
+    grid_store = SweepStore(root / "grid")
+    truth = ground_truth(grid_store.root, base, space)
+    lat = truth.set_index("key")["seconds_per_sample"]
+    scale = 0.3 / lat.min()
+    seconds = (lat * scale).clip(upper=3.0)  # 0.3 .. 3 s: a 10x range of durations
+    rows = []
+    for n in workers:
+        for synchronous in (False, True):
+            store = SweepStore(Path(tempfile.mkdtemp(prefix="illada_util_")))
+            store.records_dir.mkdir(parents=True)
+            busy: list[float] = []
+            lock = threading.Lock()
+            with ThreadPoolExecutor(n) as pool:
+                def launch(trial, resolved, overrides):
+                    with lock:
+                        return pool.submit(_Replay(grid_store, store, resolved.key, float(seconds[resolved.key]), busy))
+
+                res = ParetoSearch(store.root, space, base, n_trials=trials_per_worker * n, max_in_flight=n,
+                                   synchronous=synchronous, seed=0, poll_s=0.01, launch=launch, log=None).run()
+            util = sum(busy) / (n * res.wall_seconds)
+            rows.append({"workers": n, "mode": "batch-synchronous" if synchronous else "asynchronous",
+                         "trials": len(res.study.trials), "jobs": res.launched,
+                         "job durations (s)": f"{min(busy):.2f}-{max(busy):.2f}",
+                         "busy (s)": f"{sum(busy):.1f}", "wall (s)": f"{res.wall_seconds:.1f}",
+                         "utilisation": f"{util:.1%}"})
+            print(rows[-1])
+            shutil.rmtree(store.root, ignore_errors=True)
+    return "\n\n".join([
+        "## Worker utilisation (`python -m sweeps.benchmark_search utilisation`)", environment("cpu"),
+        "Trials of `search=frontier` (TPE, seed 0); each job holds its worker for a time proportional to its "
+        "point's measured latency, clipped to 0.3-3 s; utilisation = jobs' busy time / (workers x wall time).",
+        markdown(rows)])
+
+
+def write_section(text: str, title: str) -> None:
+    """Replace (or add) the report section that starts with ``title``."""
+    old = RESULTS.read_text() if RESULTS.exists() else "# Pareto search benchmarks\n"
+    parts = old.split("\n## ")
+    kept = [parts[0].rstrip()] + ["## " + p.rstrip() for p in parts[1:] if not p.startswith(title)]
+    RESULTS.write_text("\n\n".join(kept + [text.rstrip()]) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["hypervolume", "utilisation"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, default=60, help="evaluations per search (25%% of the 240-point grid)")
+    parser.add_argument("--max-trials", type=int, default=300, help="trials per search at most")
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "tpe multivariate+group", "nsga2", "gp", "random"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--trials-per-worker", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/search"), help="grid records (reused)")
+    args = parser.parse_args(argv)
+    if args.what == "hypervolume":
+        text = hypervolume_benchmark(args.out, args.seeds, args.budget, args.samplers, args.max_trials)
+        write_section(text, "Hypervolume")
+    else:
+        text = utilisation_benchmark(args.out, args.workers, args.trials_per_worker)
+        write_section(text, "Worker utilisation")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
