@@ -201,6 +201,10 @@ class ParetoSweeper(Sweeper):
             from illada.store import SweepStore
             from sweeps.plot import pareto_plot
 
-            path = pareto_plot(SweepStore(root))
-            if path:
-                log.info(f"Pareto plot of every point in the store: {path}")
+            try:
+                path = pareto_plot(SweepStore(root))
+            except Exception as e:  # noqa: BLE001 -- the study and the records are saved; a figure is not worth failing for
+                log.warning(f"no Pareto plot: {type(e).__name__}: {e}")
+            else:
+                if path:
+                    log.info(f"Pareto plot of every point in the store: {path}")

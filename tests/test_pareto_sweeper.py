@@ -185,7 +185,8 @@ def test_optuna_dashboard_reads_the_study(tiny_model, tmp_path, conf):
         assert status[0].startswith("200"), (path, status)
         return json.loads(body)
 
-    studies = get("/api/studies")["studies"]
+    studies = get("/api/studies")["study_summaries"]
     assert [s["study_name"] for s in studies] == ["tiny"]
     detail = get(f"/api/studies/{studies[0]['study_id']}")
     assert len(detail["trials"]) == 3 and detail["objective_names"] == ["accuracy", "nfe_per_sample"]
+    assert detail["best_trials"] and all(t["state"] == "Complete" for t in detail["trials"])
