@@ -13,9 +13,9 @@ on the embedded model) and write ``illada/benchmarks/results/search.md`` section
   reference: accuracy 0 and 1.1 x the grid's slowest point) of the front found within k evaluations, as a
   fraction of the grid's, over seeds. An evaluation is a distinct point, i.e. a job a real search would have
   run (invalid trials and repeats of a computed point cost none, so the budget is counted in evaluations).
-* **utilisation**: N workers (threads standing in for GPUs). Each launched trial keeps its worker busy for a
-  time proportional to its point's measured latency on the grid, clipped to a 10x range (0.3 to 3 s), then
-  returns the grid's record. Utilisation = sum of the jobs' own busy time / (N x search wall time), for the
+* **utilisation**: N workers (threads standing in for GPUs). Each launched trial keeps its worker busy for
+  0.3 to 3 s (a 10x range), linear in its setting's measured latency on the grid, then leaves the grid's
+  record of that setting (``sampler.seed`` joins the space so that every trial is a new point, i.e. a job). Utilisation = sum of the jobs' own busy time / (N x search wall time), for the
   asynchronous search and for the same search with a batch barrier (``synchronous``: ask N, wait for all).
 """
 
@@ -26,9 +26,9 @@ import json
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 
 from analysis.pareto import hypervolume
 from illada.benchmarks.engine import environment, markdown
+from illada.evaluate import resolve
 from illada.search import ParetoSearch, grid, parse_space
 from illada.store import SweepStore
 from sweeps.expand import CONF_DIR
@@ -149,39 +150,44 @@ def _front(df: pd.DataFrame) -> pd.Index:
 
 
 class _Replay:
-    """A job that keeps its worker busy for ``seconds`` (its own clock), then leaves the grid's record."""
+    """A job that keeps its worker busy for ``seconds`` (its own clock), then leaves the grid's record of its
+    setting under the trial's key."""
 
-    def __init__(self, grid_store: SweepStore, store: SweepStore, key: str, seconds: float, busy: list) -> None:
-        self.grid_store, self.store, self.key, self.seconds, self.busy = grid_store, store, key, seconds, busy
+    def __init__(self, record: Path, store: SweepStore, key: str, seconds: float, busy: list) -> None:
+        self.record, self.store, self.key, self.seconds, self.busy = record, store, key, seconds, busy
 
     def __call__(self) -> None:
         start = time.perf_counter()
         time.sleep(self.seconds)
-        shutil.copy(self.grid_store.records_dir / f"{self.key}.json", self.store.records_dir / f"{self.key}.json")
+        rec = {**json.loads(self.record.read_text()), "key": self.key}
+        (self.store.records_dir / f"{self.key}.json").write_text(json.dumps(rec))
         self.busy.append(time.perf_counter() - start)
 
 
-def utilisation_benchmark(root: Path, workers: list[int], trials_per_worker: int) -> str:
+def utilisation_benchmark(root: Path, workers: list[int], jobs_per_worker: int) -> str:
     base, sweeper = frontier_search()
     space = sweeper["space"]
     grid_store = SweepStore(root / "grid")
     truth = ground_truth(grid_store.root, base, space)
     lat = truth.set_index("key")["seconds_per_sample"]
-    scale = 0.3 / lat.min()
-    seconds = (lat * scale).clip(upper=3.0)  # 0.3 .. 3 s: a 10x range of durations
+    seconds = 0.3 + 2.7 * (lat - lat.min()) / (lat.max() - lat.min())  # 0.3 .. 3 s: a 10x range
+    # the sampler's seed as one more (free) dimension makes each trial its own point, so every trial is a job;
+    # its duration and record are those of the same setting on the grid (there without a seed)
+    space = {**space, "sampler.seed": {"type": "int", "low": 0, "high": 10**6}}
     rows = []
     for n in workers:
         for synchronous in (False, True):
             store = SweepStore(Path(tempfile.mkdtemp(prefix="illada_util_")))
             store.records_dir.mkdir(parents=True)
             busy: list[float] = []
-            lock = threading.Lock()
             with ThreadPoolExecutor(n) as pool:
                 def launch(trial, resolved, overrides):
-                    with lock:
-                        return pool.submit(_Replay(grid_store, store, resolved.key, float(seconds[resolved.key]), busy))
+                    p = resolved.point
+                    key = resolve(replace(p, sampler={**p.sampler, "seed": None})).key
+                    return pool.submit(_Replay(grid_store.records_dir / f"{key}.json", store, resolved.key,
+                                               float(seconds[key]), busy))
 
-                res = ParetoSearch(store.root, space, base, n_trials=trials_per_worker * n, max_in_flight=n,
+                res = ParetoSearch(store.root, space, base, n_trials=jobs_per_worker * n, max_in_flight=n,
                                    synchronous=synchronous, seed=0, poll_s=0.01, launch=launch, log=None).run()
             util = sum(busy) / (n * res.wall_seconds)
             rows.append({"workers": n, "mode": "batch-synchronous" if synchronous else "asynchronous",
@@ -192,9 +198,11 @@ def utilisation_benchmark(root: Path, workers: list[int], trials_per_worker: int
             print(rows[-1])
             shutil.rmtree(store.root, ignore_errors=True)
     return "\n\n".join([
-        "## Worker utilisation (`python -m sweeps.benchmark_search utilisation`)", environment("cpu"),
-        "Trials of `search=frontier` (TPE, seed 0); each job holds its worker for a time proportional to its "
-        "point's measured latency, clipped to 0.3-3 s; utilisation = jobs' busy time / (workers x wall time).",
+        f"## Worker utilisation (`python -m sweeps.benchmark_search utilisation --jobs-per-worker "
+        f"{jobs_per_worker}`)", environment("cpu"),
+        "Trials of `search=frontier` plus `sampler.seed` (TPE, seed 0, poll every 10 ms); each job holds its "
+        "worker (a thread) for 0.3-3 s, linear in its setting's measured latency on the grid; utilisation = "
+        "jobs' busy time / (workers x search wall time, from the study's creation to the last tell).",
         markdown(rows)])
 
 
@@ -214,14 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-trials", type=int, default=300, help="trials per search at most")
     parser.add_argument("--samplers", nargs="+", default=list(VARIANTS))
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--trials-per-worker", type=int, default=6)
+    parser.add_argument("--jobs-per-worker", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/search"), help="grid records (reused)")
     args = parser.parse_args(argv)
     if args.what == "hypervolume":
         text = hypervolume_benchmark(args.out, args.seeds, args.budget, args.samplers, args.max_trials)
         write_section(text, "Hypervolume")
     else:
-        text = utilisation_benchmark(args.out, args.workers, args.trials_per_worker)
+        text = utilisation_benchmark(args.out, args.workers, args.jobs_per_worker)
         write_section(text, "Worker utilisation")
     print(text)
 
