@@ -59,6 +59,7 @@ def test_search_in_process_end_to_end_and_resume(tiny_model, tmp_path, conf):
     assert len(store.records()) == len({t.user_attrs["key"] for t in study.trials})  # one record per point
 
 
+@pytest.mark.slow
 def test_trials_run_as_submitit_jobs_two_in_flight(tiny_model, tmp_path, conf):
     write_search(conf, n_trials=4)
     run_search(search_args(tiny_model, tmp_path / "sweep", conf, "tiny", "hydra/launcher=submitit_local",
@@ -130,6 +131,7 @@ def test_sweep_override_on_the_command_line_is_refused(tiny_model, tmp_path, con
     assert out.returncode != 0 and "'sampler.block_length=8,4'" in out.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_the_controller_is_killed(tiny_model, tmp_path, conf):
     """SIGKILL the controller while trials run as submitit processes; the same command settles every trial left
     RUNNING (told from its record, re-attached to its still-running job, or FAIL with the cause) and finishes."""
