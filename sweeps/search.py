@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from sweeps.expand import register_ablations
+from sweeps.expand import CONF_DIR, register_ablations
 
 
 def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
@@ -44,7 +44,8 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
 
 
 register_ablations()  # `+ablation=NAME` works here as in illada-sweep
-main = hydra.main(config_path="conf", config_name="pareto", version_base=None)(evaluate_point)
+# an absolute path: as a console script Hydra would look for a `sweeps.conf` package instead of the folder
+main = hydra.main(config_path=str(CONF_DIR), config_name="pareto", version_base=None)(evaluate_point)
 
 if __name__ == "__main__":
     main()

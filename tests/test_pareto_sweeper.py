@@ -192,3 +192,16 @@ def test_optuna_dashboard_reads_the_study(tiny_model, tmp_path, conf):
     detail = get(f"/api/studies/{studies[0]['study_id']}")
     assert len(detail["trials"]) == 3 and detail["objective_names"] == ["accuracy", "nfe_per_sample"]
     assert detail["best_trials"] and all(t["state"] == "Complete" for t in detail["trials"])
+
+
+def test_console_script_from_another_directory_evaluates_one_point(tiny_model, tmp_path):
+    """`illada-search hydra.mode=RUN ...`: the installed entry point finds its configs from any directory."""
+    script = Path(sys.executable).parent / "illada-search"
+    if not script.exists():
+        pytest.skip("illada is not installed in this environment (no illada-search script)")
+    out = subprocess.run([str(script), "hydra.mode=RUN", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}",
+                          "task.limit=2", "sampler.steps=4", f"hydra.run.dir={tmp_path / 'run'}"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    recs = SweepStore(tmp_path / "s").records()
+    assert len(recs) == 1 and recs[0]["settings"]["sampler"]["steps"] == 4
