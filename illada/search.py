@@ -455,12 +455,12 @@ class ParetoSearch:
             if rec is not None:
                 self._tell_record(study, trial, rec, note="recovered after the controller stopped")
                 settled += 1
-            elif key and in_flight is not None and not _Reattached(self.store, key).done():
-                if key in in_flight:
-                    in_flight[key].trials.append(trial)
-                else:
-                    resolved = resolve(Point(**{**ft.user_attrs["point"]})) if "point" in ft.user_attrs else None
-                    in_flight[key] = _InFlight(_Reattached(self.store, key), resolved, [trial], time.perf_counter())
+            elif key and in_flight is not None and key in in_flight:  # another trial of the same point
+                in_flight[key].trials.append(trial)
+                reattached += 1
+            elif key and in_flight is not None and not (job := _Reattached(self.store, key)).done():
+                resolved = resolve(Point(**ft.user_attrs["point"])) if "point" in ft.user_attrs else None
+                in_flight[key] = _InFlight(job, resolved, [trial], time.perf_counter())
                 reattached += 1
             else:
                 cause = "the search controller stopped before this trial finished (reconciled on resume)"

@@ -15,8 +15,9 @@ on the embedded model) and write ``illada/benchmarks/results/search.md`` section
   run (invalid trials and repeats of a computed point cost none, so the budget is counted in evaluations).
 * **utilisation**: N workers (threads standing in for GPUs). Each launched trial keeps its worker busy for
   0.3 to 3 s (a 10x range), linear in its setting's measured latency on the grid, then leaves the grid's
-  record of that setting (``sampler.seed`` joins the space so that every trial is a new point, i.e. a job). Utilisation = sum of the jobs' own busy time / (N x search wall time), for the
-  asynchronous search and for the same search with a batch barrier (``synchronous``: ask N, wait for all).
+  record of that setting (``sampler.seed`` joins the space so that every trial is a new point, i.e. a job).
+  Utilisation = sum of the jobs' own busy time / (N x search wall time), for the asynchronous search and
+  for the same search with a batch barrier (``synchronous``: ask N, wait for all).
 """
 
 from __future__ import annotations
@@ -38,13 +39,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from analysis.pareto import hypervolume
+from analysis.pareto import hypervolume, pareto_front
 from illada.benchmarks.engine import environment, markdown
 from illada.evaluate import resolve
 from illada.search import ParetoSearch, grid, parse_space
 from illada.store import SweepStore
 from sweeps.expand import CONF_DIR
 from sweeps.expand import to_point as config_to_point
+from sweeps.plot import records_frame
 
 RESULTS = Path(__file__).resolve().parent.parent / "illada" / "benchmarks" / "results" / "search.md"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -64,15 +66,10 @@ def ground_truth(root: Path, base, space: dict) -> pd.DataFrame:
     start = time.perf_counter()
     ParetoSearch(root, space, base, n_trials=len(points), sampler="random", enqueue=points, study_name="grid",
                  storage=str(root / "grid.journal"), threads=1, log=None).run()
-    frame = records_frame(SweepStore(root))
+    frame = records_frame(SweepStore(root)).rename(columns={"latency_s": "seconds_per_sample"})
     print(f"grid: {len(points)} combinations, {len(frame)} valid points evaluated "
           f"({time.perf_counter() - start:.0f} s incl. reused records)")
     return frame
-
-
-def records_frame(store: SweepStore) -> pd.DataFrame:
-    return pd.DataFrame([{"key": r["key"], "accuracy": r["quality"]["value"],
-                          "seconds_per_sample": r["cost"]["seconds_per_sample"]} for r in store.records("ok")])
 
 
 def search_curve(root: Path, base, space: dict, sampler: str, seed: int, budget: int, ref, options=None) -> list:
@@ -122,9 +119,10 @@ def hypervolume_benchmark(root: Path, seeds: int, budget: int, samplers: list[st
                          "HV / grid HV (mean)": f"{statistics.mean(ratios):.3f}",
                          "min": f"{min(ratios):.3f}", "max": f"{max(ratios):.3f}"})
         firsts = [next((e for _, e, hv in c if hv >= 0.95 * hv_grid), None) for c in curves]
-        reach.append({"sampler": name, "seeds reaching 95% within the budget": f"{sum(f is not None for f in firsts)}/{seeds}",
+        reach.append({"sampler": name,
+                      "seeds reaching 95% within the budget": f"{sum(f is not None for f in firsts)}/{seeds}",
                       "evaluations to 95% (per seed)": ", ".join(str(f) if f else f">{budget}" for f in firsts)})
-    front = truth.loc[_front(truth)]
+    front = pareto_front(truth, by=())
     return "\n\n".join([
         f"## Hypervolume vs evaluations (`python -m sweeps.benchmark_search hypervolume --seeds {seeds} "
         f"--budget {budget} --max-trials {max_trials}`)", environment("cpu"),
@@ -141,12 +139,6 @@ def hypervolume_benchmark(root: Path, seeds: int, budget: int, samplers: list[st
 VARIANTS = {"tpe": ("tpe", None), "tpe-independent": ("tpe", {"multivariate": False, "group": False}),
             "nsga2": ("nsga2", {"population_size": 16}), "gp": ("gp", {"warn_independent_sampling": False}),
             "random": ("random", None)}
-
-
-def _front(df: pd.DataFrame) -> pd.Index:
-    from analysis.pareto import pareto_mask
-
-    return df.index[pareto_mask(df, by=())]
 
 
 class _Replay:

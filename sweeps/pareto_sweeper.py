@@ -130,15 +130,15 @@ class ParetoSweeper(Sweeper):
         conf.pop("_target_", None)
         conf.pop("plot", None)
         conf["study_name"] = conf.get("study_name") or str(base.get("name") or "search")
-        launch_job = self._job_starter(fixed)
 
         def point_of(values):
             overrides = [override(k, v) for k, v in values.items() if not k.startswith("_")]
             cfg = self._compose(fixed + overrides)
             return to_point(cfg), overrides
 
-        search = ParetoSearch(sweep_dir=root, point_of=point_of, launch=launch_job, log=log.info, **conf)
+        search = ParetoSearch(sweep_dir=root, point_of=point_of, log=log.info, **conf)
         self._check_space(search, fixed)
+        search.launch = self._job_starter(fixed)  # only now: the submitit executor makes its log folder
         OmegaConf.save(self.config, root / "multirun.yaml")
         res = search.run()
         self._write_results(search, res, root)
@@ -203,7 +203,7 @@ class ParetoSweeper(Sweeper):
 
             try:
                 path = pareto_plot(SweepStore(root))
-            except Exception as e:  # noqa: BLE001 -- the study and the records are saved; a figure is not worth failing for
+            except Exception as e:  # noqa: BLE001 -- study and records are saved; a figure is not worth failing for
                 log.warning(f"no Pareto plot: {type(e).__name__}: {e}")
             else:
                 if path:

@@ -49,7 +49,8 @@ def pareto_plot(store: SweepStore, path: str | Path | None = None) -> Path | Non
         front = sub[pareto_mask(sub)].sort_values("latency_s")
         ax.errorbar(sub["latency_s"] * 1e3, sub["accuracy"],
                     # clipped: a Wilson bound equals the estimate at 0 or 1 up to rounding (-1e-17)
-                    yerr=[(sub["accuracy"] - sub["ci_low"]).clip(lower=0), (sub["ci_high"] - sub["accuracy"]).clip(lower=0)],
+                    yerr=[(sub["accuracy"] - sub["ci_low"]).clip(lower=0),
+                          (sub["ci_high"] - sub["accuracy"]).clip(lower=0)],
                     fmt="o", color="0.6", alpha=0.7, label="points (95% CI)")
         ax.step(front["latency_s"] * 1e3, front["accuracy"], where="post", color="C3", label="Pareto front")
         ax.plot(front["latency_s"] * 1e3, front["accuracy"], "o", color="C3")
