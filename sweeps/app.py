@@ -24,8 +24,8 @@ from omegaconf import OmegaConf
 
 from illada.launch import collect, slurm_max_array_size, submit
 from illada.runner import PointGroup, group_points, run_inprocess
-from illada.store import SweepStore
-from sweeps.expand import Plan, SweepError, plan_sweep
+from illada.store import FAILED, SweepStore, Triage
+from sweeps.expand import Plan, SweepError, base_config, check_writable, os_error_line, plan_sweep
 from sweeps.launchers import launcher_from_config
 
 FLAGS = {"--rerun-failed": "rerun_failed=true", "--dry-run": "dry_run=true", "--no-wait": "launcher.wait=false",
@@ -48,7 +48,10 @@ def run(overrides: list[str]) -> SweepStore:
         return store
     for p in plan.points:
         store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
-    todo = set(store.todo(keys, rerun_failed=cfg.rerun_failed))
+    store.set_current_plan(keys)  # status and analysis count these points; other records become superseded
+    triage = store.triage(keys, rerun_failed=cfg.rerun_failed)
+    _report_triage(store, triage, cfg.rerun_failed)
+    todo = set(triage.todo)
     points = [p.resolved for p in plan.points if p.resolved.key in todo]
     groups = [PointGroup(store.root, g, threads=launcher.threads) for g in group_points(points, launcher.points_per_job)]
     print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
@@ -91,6 +94,23 @@ def _report_plan(plan: Plan, seconds: float) -> None:
     print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
 
+def _report_triage(store: SweepStore, triage: Triage, rerun_failed: bool) -> None:
+    """Say what the store was made to do before the run: damaged records set aside, failures to rerun."""
+    if triage.corrupt:
+        print(f"{len(triage.corrupt)} unreadable records (cut short by a crash?) moved to {store.archive_dir} "
+              f"as *.corrupt; their points run again: {' '.join(triage.corrupt[:5])}")
+    if not rerun_failed:
+        return
+    old = [k for k in store.status().superseded if store.state(k) == FAILED]
+    left = (f"; {len(old)} failure records of superseded points (no longer in the plan) left as they are"
+            if old else "")
+    if triage.rerun:
+        print(f"--rerun-failed: rerunning {len(triage.rerun)} failed points (their failure records moved to "
+              f"{store.archive_dir}){left}")
+    else:
+        print(f"--rerun-failed: no failed point in the current plan, nothing to rerun{left}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if "--help" in args or "-h" in args:
@@ -101,13 +121,20 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [a for a in overrides if a.startswith("--")]
     if unknown:
         raise SystemExit(f"error: unknown flag {unknown[0]}; flags: --cfg {' '.join(FLAGS)}")
+    sweep_dir = None
     try:
         if show_cfg:
             print(OmegaConf.to_yaml(plan_sweep(overrides).base, resolve=True))
             return
+        base = base_config(overrides)
+        sweep_dir = Path(base.sweep_dir).resolve()
+        if not base.dry_run:  # before validating a large sweep or submitting anything
+            check_writable(sweep_dir)
         run(overrides)
     except SweepError as e:
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # a full disk, a read-only or vanished sweep dir (ENOSPC, EROFS, EACCES, ...)
+        raise SystemExit(f"error: {os_error_line(e, sweep_dir)}") from None
 
 
 if __name__ == "__main__":

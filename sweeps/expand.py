@@ -9,11 +9,14 @@ override that caused it.
 from __future__ import annotations
 
 import copy
+import errno
 import itertools
+import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -24,8 +27,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from illada.evaluate import Point, ResolvedPoint, resolve
-from illada.loading import describe, resolve_model
+from illada.evaluate import Point, ResolvedPoint, model_limits, os_error_text, resolve
+from illada.loading import DeviceUnavailableError, check_device, resolve_model
 from illada.tasks import GENERATION, get_task
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -141,6 +144,30 @@ def culprit(message: str, overrides: Sequence[str]) -> str:
     return "the defaults (sweeps/conf)"
 
 
+def check_writable(sweep_dir: str | Path) -> None:
+    """Raise :class:`SweepError` naming ``sweep_dir`` and the reason unless this process can create the sweep's
+    files there; nothing is created (a dry run writes nothing)."""
+    sweep_dir = Path(sweep_dir)
+    existing = next(p for p in (sweep_dir, *sweep_dir.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        reason = f"{os.strerror(errno.ENOTDIR)} ({existing})"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        reason = f"{os.strerror(code)} ({existing})"
+    else:
+        return
+    raise SweepError(f"sweep_dir={sweep_dir}: cannot write the sweep's files there: {reason}; "
+                     "choose another sweep_dir=... (or ILLADA_SWEEP_ROOT)")
+
+
+def os_error_line(error: OSError, sweep_dir: str | Path | None) -> str:
+    """One line for a filesystem error of the sweep driver: the file, the errno text, the sweep directory."""
+    hint = ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "; free space or fix the permissions, then run the same command again to resume"
+    return f"{os_error_text(error)} (sweep_dir={sweep_dir}){hint}"
+
+
 def _grids(parser: OverridesParser, base: DictConfig, cli: Sequence[Override]) -> list[list[list[str]]]:
     """The sweep's grids: ``sweep:`` is one grid (key -> values) or a list of grids (their union); each grid
     is a list of axes, each axis the ``key=value`` overrides of its values. Command-line sweeps join every
@@ -174,12 +201,33 @@ def _axis_values(axis: Override) -> list[str]:
     return [f"{axis.get_key_element()}={v}" for v in axis.sweep_string_iterator()]
 
 
-def plan_sweep(overrides: Sequence[str]) -> Plan:
-    """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong."""
+@contextmanager
+def _hydra() -> Iterator[OverridesParser]:
+    """Hydra initialised on ``sweeps/conf`` (ablations registered); yields an override parser."""
     register_ablations()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        yield OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+
+
+def base_config(overrides: Sequence[str]) -> DictConfig:
+    """The sweep's base config (its non-sweep overrides composed, no point validated): where its store is,
+    how it launches. Cheap, for checks that should come before validating every point."""
+    with _hydra() as parser:
+        try:
+            fixed = [o.input_line for o in parser.parse_overrides(list(overrides)) if not o.is_sweep_override()]
+            return Composer(parser)(fixed)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise SweepError(f"{e}") from None
+
+
+def plan_sweep(overrides: Sequence[str]) -> Plan:
+    """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong.
+
+    With the in-process launcher this process is the job host, so a point whose device is not here (e.g.
+    ``model.device=cuda`` without CUDA) is invalid; with a submitit launcher the jobs check it on their node.
+    """
+    with _hydra() as parser:
         try:
             parsed = parser.parse_overrides(list(overrides))
             fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
@@ -190,8 +238,10 @@ def plan_sweep(overrides: Sequence[str]) -> Plan:
             raise SweepError(f"{e}") from None
         plan = Plan(base=base, points=[], fixed=fixed)
         errors: list[str] = []
+        causes: set[str] = set()
         seen: set[str] = set()
         described: dict[str, Any] = {}
+        in_process = OmegaConf.select(base, "launcher.cluster") == "inprocess"
         combos = [combo for grid in grids for combo in itertools.product(*grid)]
         for i, combo in enumerate(combos):
             own = list(combo)
@@ -199,19 +249,25 @@ def plan_sweep(overrides: Sequence[str]) -> Plan:
                 point = to_point(compose_point(fixed + own))
                 model = resolve_model(point.model)
                 if model not in described:
-                    cfg, _, ids = describe(model)
-                    described[model] = (ids, cfg.max_seq_len)
+                    described[model] = model_limits(model)
                 resolved = resolve(point, *described[model])
-            except (ValueError, FileNotFoundError, HydraException, OmegaConfBaseException) as e:
+                if in_process:
+                    check_device(point.device)
+            except (ValueError, OSError, DeviceUnavailableError, HydraException, OmegaConfBaseException) as e:
                 message = str(e).strip()
-                errors.append(f"point {i + 1}/{len(combos)} [{' '.join(own) or 'no sweep overrides'}]: caused by "
-                              f"{culprit(message, fixed + own)!r}: {message}")
+                cause = f"caused by {culprit(message, fixed + own)!r}: {message}"
+                causes.add(cause)
+                errors.append(f"point {i + 1}/{len(combos)} [{' '.join(own) or 'no sweep overrides'}]: {cause}")
                 continue
             if resolved.key in seen:
                 plan.duplicates += 1
                 continue
             seen.add(resolved.key)
             plan.points.append(PlannedPoint(own, resolved))
+    if errors and base.on_invalid != "skip" and len(causes) == 1 and "\n" not in next(iter(causes)):
+        # one cause (a model that cannot be described, a device that is not there): one line says it all
+        raise SweepError(f"{'all ' if len(errors) == len(combos) else ''}{len(errors)} of {len(combos)} points are "
+                         f"invalid, {next(iter(causes))}; nothing was run (pass on_invalid=skip to drop invalid points)")
     if errors and base.on_invalid != "skip":
         shown = "\n  ".join(errors[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""

@@ -48,7 +48,8 @@ class ParetoSweeperConf:
     sampler: str = "tpe"  # tpe | nsga2 | gp | random
     sampler_options: Dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = 0
-    n_trials: int = 32  # in the study, over every run of the same command
+    n_trials: Optional[int] = 32  # trials in the study, over every run of the same command (null: no limit)
+    n_evaluations: Optional[int] = None  # distinct points evaluated in the study, over every run (null: no limit)
     max_in_flight: int = 4
     storage: Optional[str] = None  # null: {sweep_dir}/optuna.journal; a path (journal) or an RDB URL
     study_name: Optional[str] = None  # null: the config's `name`
@@ -193,8 +194,9 @@ class ParetoSweeper(Sweeper):
         front = [{"number": t.number, "key": t.user_attrs.get("key"), "params": t.params,
                   "values": dict(zip([o.name for o in search.objs], t.values))} for t in pareto_front(res.study)]
         summary = {"study_name": search.study_name, "storage": str(search.storage or root / "optuna.journal"),
-                   "trials": len(res.study.trials), "launched": res.launched, "cache_hits": res.cache_hits,
-                   "invalid": res.invalid, "failed": res.failed, "front": front}
+                   "trials": len(res.study.trials), "evaluations": res.evaluations, "launched": res.launched,
+                   "cache_hits": res.cache_hits, "repeats": res.repeats, "invalid": res.invalid,
+                   "failed": res.failed, "front": front}
         atomic_write_text(root / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
         log.info(f"Pareto front ({len(front)} trials) in {root / 'optimization_results.yaml'}")
         if self.conf.get("plot", True):
