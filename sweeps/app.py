@@ -77,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The console script: Hydra's command line, plus the shorthand flags of :data:`FLAGS`; a config Hydra
     cannot compose is one ``error:`` line (``HYDRA_FULL_ERROR=1`` shows Hydra's own report)."""
     args = [FLAGS.get(a, a) for a in (sys.argv[1:] if argv is None else argv)]
+    # `-m` anywhere, as users write it (Hydra's argparse takes overrides only as one run of arguments)
+    args = sorted(args, key=lambda a: a not in ("-m", "--multirun"))
     saved = sys.argv
     sys.argv = [saved[0] if saved else "illada-sweep", *args]  # hydra.main reads its command line from sys.argv
     try:
@@ -124,7 +126,7 @@ def _one_line_errors() -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------ programmatic entries
 @contextmanager
-def _grid_sweeper(overrides: Sequence[str]) -> Iterator[tuple[Any, list[str]]]:
+def grid_sweeper(overrides: Sequence[str]) -> Iterator[tuple[Any, list[str]]]:
     """The sweeper ``illada-sweep -m OVERRIDES`` would run, set up exactly as Hydra sets it up, and its
     arguments (the task overrides)."""
     from hydra import initialize_config_dir
@@ -160,13 +162,13 @@ def _grid_sweeper(overrides: Sequence[str]) -> Iterator[tuple[Any, list[str]]]:
 def run(overrides: Sequence[str]):
     """``illada-sweep -m OVERRIDES`` in this process, returning the sweep's :class:`~illada.store.SweepStore`;
     raises :class:`SweepError` where the command would print ``error: ...``."""
-    with _grid_sweeper(overrides) as (sweeper, arguments):
+    with grid_sweeper(overrides) as (sweeper, arguments):
         return sweeper.run(arguments)
 
 
 def plan_sweep(overrides: Sequence[str]) -> Plan:
     """The validated points ``illada-sweep -m OVERRIDES`` would run (nothing is written)."""
-    with _grid_sweeper(overrides) as (sweeper, arguments):
+    with grid_sweeper(overrides) as (sweeper, arguments):
         return sweeper.plan(arguments)
 
 

@@ -35,7 +35,7 @@ from sweeps.sweeper import IlladaSweeper
 class GridSweeperConf:
     """``hydra.sweeper`` when ``hydra/sweeper=illada_grid``."""
 
-    _target_: str = "hydra_plugins.illada_grid_sweeper.GridSweeper"
+    _target_: str = "hydra_plugins.illada_sweepers.GridSweeper"
     points_per_job: int = 16  # points of one model per job; each job loads its model once
     max_array_size: Optional[int] = None  # tasks per Slurm array; null: the cluster's MaxArraySize
     on_invalid: str = "error"  # error: an invalid point stops the sweep before anything runs; skip: drop it
@@ -123,8 +123,9 @@ class GridSweeper(IlladaSweeper):
         groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, c["points_per_job"])]
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
               f"({self.cluster}) into {store.root}")
+        self.counts: dict[str, float] = {}  # what the jobs did (run_inprocess: + their wall seconds)
         if groups and self.in_process:
-            run_inprocess(groups)
+            self.counts = run_inprocess(groups)
         elif groups:
             executor = self.executor()
             max_array = c["max_array_size"] or (slurm_max_array_size() if self.cluster == "slurm" else len(groups))
@@ -135,9 +136,9 @@ class GridSweeper(IlladaSweeper):
             if not c["wait"]:
                 print(f"not waiting: follow with `illada-status {store.root}`, resume with the same command")
                 return store
-            counts = collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"])
-            if counts["jobs_failed"]:
-                print(f"{counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
+            self.counts = collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"])
+            if self.counts["jobs_failed"]:
+                print(f"{self.counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
         status = store.status()
         print(status.line())
         if status.failed:

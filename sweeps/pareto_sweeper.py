@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class ParetoSweeperConf:
     """``hydra.sweeper`` when ``hydra/sweeper=illada_pareto`` (see :class:`illada.search.ParetoSearch`)."""
 
-    _target_: str = "hydra_plugins.illada_pareto_sweeper.ParetoSweeper"
+    _target_: str = "hydra_plugins.illada_sweepers.ParetoSweeper"
     objectives: List[Any] = field(default_factory=lambda: ["accuracy", "seconds_per_sample"])
     space: Dict[str, Any] = field(default_factory=dict)
     constraints: Dict[str, Any] = field(default_factory=dict)

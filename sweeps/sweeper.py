@@ -21,7 +21,7 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.expand import SweepError, to_point
@@ -78,15 +78,17 @@ class IlladaSweeper(Sweeper):
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config, as Hydra composes it for these overrides (on top of the master config's Hydra
-        overrides). Composed once per distinct set of group choices; plain ``a.b=value`` overrides are applied
+        overrides), without the ``hydra`` node, as the job's task function gets it. Composed once per distinct set of group choices; plain ``a.b=value`` overrides are applied
         to a copy as Hydra applies them, which keeps validating hundreds of points fast."""
         assert self.hydra_context is not None and self.config is not None
         parsed = self.parser().parse_overrides(list(overrides))
         structural = tuple(o.input_line for o in parsed if not _is_value_override(o))
         try:
             if structural not in self._composed:
-                self._composed[structural] = self.hydra_context.config_loader.load_sweep_config(
-                    self.config, list(structural))
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(structural))
+                with read_write(cfg), open_dict(cfg):
+                    del cfg["hydra"]  # what a job's task function gets (Hydra's run_job drops it too)
+                self._composed[structural] = cfg
             cfg = copy.deepcopy(self._composed[structural])
             for o in parsed:
                 if not _is_value_override(o):

@@ -78,22 +78,22 @@ def test_config_errors_name_the_override(overrides, message, tiny_model, tmp_pat
 
 def test_sweeper_reads_the_submitit_launcher(tiny_model, tmp_path):
     """Queue settings come from hydra.launcher.* (hydra-submitit-launcher's schema), site profiles included."""
-    from sweeps.app import _grid_sweeper
+    from sweeps.app import grid_sweeper
     from sweeps.launchers import submitit_executor
 
     args = _base(tiny_model, tmp_path) + ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
                                           "hydra.launcher.max_num_timeout=3", "hydra.launcher.timeout_min=7"]
-    with _grid_sweeper(args) as (sweeper, _):
+    with grid_sweeper(args) as (sweeper, _):
         assert sweeper.cluster == "slurm"
         executor = submitit_executor(sweeper.launcher)
     assert executor.cluster == "slurm" and executor._executor.max_num_timeout == 3
     params = executor._executor.parameters
     assert params["partition"] == "gpu" and params["time"] == 7
-    with _grid_sweeper(_base(tiny_model, tmp_path) + ["hydra/launcher=example_site"]) as (sweeper, _):
+    with grid_sweeper(_base(tiny_model, tmp_path) + ["hydra/launcher=example_site"]) as (sweeper, _):
         assert sweeper.launcher.params["constraint"] == "a100" and sweeper.launcher.params["max_num_timeout"] == 3
     with pytest.raises(SweepError, match="no_such_field"):
         plan_sweep(_base(tiny_model, tmp_path) + ["hydra/launcher=submitit_slurm", "hydra.launcher.no_such_field=1"])
-    with _grid_sweeper(_base(tiny_model, tmp_path) + ["hydra/launcher=submitit_local", "+hydra.launcher.qos=x"]) as (
+    with grid_sweeper(_base(tiny_model, tmp_path) + ["hydra/launcher=submitit_local", "+hydra.launcher.qos=x"]) as (
             sweeper, _):
         with pytest.raises(SweepError, match="hydra.launcher: .*qos"):
             sweeper.executor()
@@ -122,3 +122,17 @@ def test_dry_run_writes_nothing(tiny_model, tmp_path, capsys):
     main(["-m", *_base(tiny_model, tmp_path), "sampler.steps=8,4", "--dry-run"])
     assert "2 valid points" in capsys.readouterr().out
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["-m", "sampler.stepz=4"], "error: Could not override 'sampler.stepz'"),       # Hydra composing the sweep
+    (["sampler.steps=8,4"], "error: Ambiguous value for argument 'sampler.steps=8,4'"),  # a sweep needs -m
+    (["-m", "sampler.steps=8,3", "sampler.block_length=4"], "error: 1 of 2 points are invalid; nothing was run:"),
+    (["sampler.steps=3", "sampler.block_length=4"], "error: the point is invalid, caused by 'sampler.steps=3'"),
+    (["-m", "hydra/launcher=nope"], "error: In 'hydra/config': Could not find 'hydra/launcher/nope'"),
+])
+def test_command_errors_are_one_line(args, line, tiny_model, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        main([*_base(tiny_model, tmp_path), *args])
+    assert str(err.value).startswith(line) and ("\n" not in str(err.value) or "points are invalid" in line)
+    assert not (tmp_path / "sweep" / "records").exists() and not (tmp_path / "sweep" / "points").exists()
