@@ -97,7 +97,7 @@ def readme(model: str | None, root: Path) -> dict:
 def slurm(model: str, root: Path, cancel: int, limit: int) -> dict:
     """100 points (25 jobs of 4) on the local cluster; ``cancel`` running jobs are killed (SIGKILL) while
     the sweep runs (the cluster is this host: a job's pid is in its running marker), then the same command
-    with rerun_failed=true recovers their points."""
+    with hydra.sweeper.rerun_failed=true recovers their points."""
     args = [f"model.path={model}", f"sweep_dir={root / 'slurm100'}", f"task.limit={limit}", *GRID_100,
             "hydra/launcher=submitit_slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1",
             "hydra.launcher.gpus_per_node=1", "hydra.sweeper.plot=false", "hydra.sweeper.points_per_job=4",
