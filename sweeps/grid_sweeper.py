@@ -50,6 +50,10 @@ class GridSweeperConf:
 class GridSweeper(IlladaSweeper):
     """Composes and validates every point, then runs the missing ones in groups through the launcher."""
 
+    def __init__(self, **conf: Any) -> None:
+        super().__init__(**conf)
+        self.counts: dict[str, float] = {}  # what the last run's jobs did (in process: also their wall seconds)
+
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, arguments: list[str]) -> Plan:
         """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong."""
@@ -123,7 +127,6 @@ class GridSweeper(IlladaSweeper):
         groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, c["points_per_job"])]
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
               f"({self.cluster}) into {store.root}")
-        self.counts: dict[str, float] = {}  # what the jobs did (run_inprocess: + their wall seconds)
         if groups and self.in_process:
             self.counts = run_inprocess(groups)
         elif groups:
