@@ -6,7 +6,7 @@
     illada-sweep -m +ablation=scoring model=illada-8b-base hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
     illada-sweep -m +ablation=frontier --rerun-failed    # = hydra.sweeper.rerun_failed=true (resume, retry failures)
     illada-sweep -m +ablation=frontier --dry-run         # = hydra.sweeper.dry_run=true (validate, show the plan)
-    illada-sweep -m +ablation=search                     # the Pareto search (the ablation sets hydra/sweeper=illada_pareto)
+    illada-sweep -m +ablation=search                     # Pareto search (the ablation sets hydra/sweeper=illada_pareto)
     illada-sweep --help | --info | --cfg job | -m ... --cfg hydra    # Hydra's own
 
 A multirun is done by ``hydra/sweeper``: ``illada_grid`` (default, :mod:`sweeps.grid_sweeper`), ``illada_pareto``

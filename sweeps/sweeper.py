@@ -78,8 +78,9 @@ class IlladaSweeper(Sweeper):
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config, as Hydra composes it for these overrides (on top of the master config's Hydra
-        overrides), without the ``hydra`` node, as the job's task function gets it. Composed once per distinct set of group choices; plain ``a.b=value`` overrides are applied
-        to a copy as Hydra applies them, which keeps validating hundreds of points fast."""
+        overrides), without the ``hydra`` node, as the job's task function gets it. Composed once per distinct
+        set of group choices; plain ``a.b=value`` overrides are applied to a copy as Hydra applies them, which
+        keeps validating hundreds of points fast."""
         assert self.hydra_context is not None and self.config is not None
         parsed = self.parser().parse_overrides(list(overrides))
         structural = tuple(o.input_line for o in parsed if not _is_value_override(o))
