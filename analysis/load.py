@@ -10,21 +10,28 @@ that carries a ``"schema"`` key. Column names::
     sampler.steps, sampler.block_length, sampler.remasking, scorer.name, scorer.mc_num, split, limit, ...
     provenance.device_name, ..., error.type, error.message, error.log_path, optuna.*, record_path, items_path
 
-Failed points go to a second frame, so a crash never shows up as a zero-accuracy point.
+Failed points go to a second frame, so a crash never shows up as a zero-accuracy point. Where a sweep has a
+current plan (``plan.json``, written by ``illada-sweep``), records of points outside it (e.g. of a checkpoint
+since replaced) go to a third frame, ``superseded``. A file that cannot be read (cut short by a crash) never
+stops loading: it is listed in ``unreadable`` (path, kind, reason) and reported with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from illada.records import CorruptFileError, read_json, read_summary
+from illada.store import PLAN_FILE, SweepStore
+
 #: bump when the frame's columns change, so caches written by an older loader are rebuilt
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: sweeps with at least this many records are cached as Parquet (``cache="auto"``)
 CACHE_MIN_RECORDS = 200
 CACHE_DIR = "analysis_cache"
@@ -35,12 +42,20 @@ LEADING = ["sweep", "key", "status", "task", "model_name", "method", "decoding",
            "tokens_per_second"]
 
 
+#: the frames of :class:`Sweeps` and the columns each has when empty
+PARTS = {"points": ["sweep", "key"], "failures": ["sweep", "key"], "superseded": ["sweep", "key", "status"],
+         "unreadable": ["sweep", "path", "kind", "reason"]}
+
+
 @dataclass
 class Sweeps:
-    """Finished points and failures of one or many sweep directories."""
+    """Finished points and failures of the current plans of one or many sweep directories; ``superseded``:
+    records (ok or failed) of points no longer in their sweep's plan; ``unreadable``: damaged files."""
 
     points: pd.DataFrame
     failures: pd.DataFrame
+    superseded: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PARTS["superseded"]))
+    unreadable: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PARTS["unreadable"]))
 
     def __len__(self) -> int:
         return len(self.points)
@@ -59,7 +74,7 @@ def record_files(sweep_dir: str | Path) -> list[Path]:
 
 
 def _head(path: Path, size: int = 256) -> str:
-    with path.open() as fh:
+    with path.open(errors="replace") as fh:
         return fh.read(size)
 
 
@@ -67,7 +82,13 @@ def signature(sweep_dir: str | Path) -> dict:
     """What invalidates a cache: number, newest mtime and total size of the record and plan files."""
     root = Path(sweep_dir)
     files = record_files(root) + (sorted((root / "points").glob("*.json")) if (root / "points").is_dir() else [])
-    stats = [os.stat(f) for f in files]
+    files += [root / PLAN_FILE] if (root / PLAN_FILE).is_file() else []
+    stats = []
+    for f in files:
+        try:
+            stats.append(os.stat(f))
+        except FileNotFoundError:  # set aside by a running sweep since the listing
+            pass
     return {"version": CACHE_VERSION, "files": len(stats), "newest_mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
             "bytes": sum(s.st_size for s in stats)}
 
@@ -77,7 +98,8 @@ def load_sweep(sweep_dir: str | Path, cache: bool | str = "auto", name: str | No
 
     ``cache``: ``True`` reads / writes ``SWEEP/analysis_cache/{points,failures}.parquet``, rebuilt whenever
     :func:`signature` changes; ``"auto"`` does so from :data:`CACHE_MIN_RECORDS` records on; ``False`` never.
-    A read-only sweep directory is loaded without a cache.
+    A read-only sweep directory is loaded without a cache. Unreadable files are listed in ``unreadable`` and
+    named in a warning.
     """
     root = Path(sweep_dir)
     if not root.is_dir():
@@ -90,8 +112,12 @@ def load_sweep(sweep_dir: str | Path, cache: bool | str = "auto", name: str | No
         cached = _build(root)
         if use_cache:
             _write_cache(root, sig, cached)
-    for frame in (cached.points, cached.failures):
+    for frame in (cached.points, cached.failures, cached.superseded, cached.unreadable):
         frame.insert(0, "sweep", name)
+    if len(cached.unreadable):
+        shown = "; ".join(f"{r.path} ({r.reason})" for r in cached.unreadable.head(3).itertuples())
+        warnings.warn(f"{root}: {len(cached.unreadable)} unreadable files left out (cut short by a crash?): "
+                      f"{shown}{' ...' if len(cached.unreadable) > 3 else ''}", stacklevel=2)
     return cached
 
 
@@ -102,37 +128,71 @@ def load_sweeps(sweep_dirs: str | Path | Iterable[str | Path], cache: bool | str
     names = [d.resolve().name for d in dirs]
     names = [str(d) if names.count(n) > 1 else n for d, n in zip(dirs, names)]
     loaded = [load_sweep(d, cache=cache, name=n) for d, n in zip(dirs, names)]
-    return Sweeps(_concat([s.points for s in loaded]), _concat([s.failures for s in loaded]))
+    return Sweeps(*(_concat([getattr(s, part) for s in loaded], columns) for part, columns in PARTS.items()))
 
 
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
-    return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=["sweep", "key"])
+    return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=columns)
 
 
 def _build(root: Path) -> Sweeps:
-    paths = record_files(root)
-    records = [json.loads(p.read_text()) for p in paths]
-    labels = _labels(root)
-    for rec, path in zip(records, paths):
+    unreadable: list[dict] = []
+    records = []
+    for path in record_files(root):
+        try:
+            rec = read_summary(path)
+        except FileNotFoundError:  # set aside by a running sweep since the listing
+            continue
+        except CorruptFileError as e:
+            unreadable.append(_unreadable(e, "record"))
+            continue
         rec["record_path"] = str(path)
         items = path.with_name(f"{path.stem}.items.parquet")
         rec["items_path"] = str(items) if items.exists() else None
+        records.append(rec)
+    labels = _labels(root, unreadable)
+    for rec in records:
         rec["label"] = labels.get(rec.get("key"), "")
+    current = _current_plan(root, unreadable)
+    old = [] if current is None else [r for r in records if r.get("key") not in current]
+    records = [r for r in records if current is None or r.get("key") in current]
     # flattened apart, so a failure's missing numbers do not turn the points' integer columns into floats
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
-    return Sweeps(_order(tidy(ok)), _order(tidy(failed).dropna(axis=1, how="all")))
+    return Sweeps(_order(tidy(ok)), _order(tidy(failed).dropna(axis=1, how="all")),
+                  _order(tidy(old).dropna(axis=1, how="all")),
+                  pd.DataFrame(unreadable, columns=PARTS["unreadable"][1:]))
 
 
-def _labels(root: Path) -> dict[str, str]:
+def _unreadable(error: CorruptFileError, kind: str) -> dict:
+    return {"path": str(error.path), "kind": kind, "reason": error.reason}
+
+
+def _current_plan(root: Path, unreadable: list[dict]) -> set[str] | None:
+    """Keys of the sweep's current plan, None without one (every record counts, as in older sweeps)."""
+    try:
+        keys = SweepStore(root).current_plan()
+    except CorruptFileError as e:
+        unreadable.append(_unreadable(e, "current plan"))
+        return None
+    return None if keys is None else set(keys)
+
+
+def _labels(root: Path, unreadable: list[dict]) -> dict[str, str]:
     """The overrides that made each planned point (``points/{key}.json``), joined: a readable point name."""
     folder = root / "points"
     if not folder.is_dir():
         return {}
     out = {}
-    for p in folder.glob("*.json"):
-        plan = json.loads(p.read_text())
+    for p in sorted(folder.glob("*.json")):
+        try:
+            plan = read_json(p)
+        except FileNotFoundError:
+            continue
+        except CorruptFileError as e:
+            unreadable.append(_unreadable(e, "plan"))
+            continue
         out[plan.get("key", p.stem)] = " ".join(plan.get("overrides", []))
     return out
 
@@ -180,28 +240,28 @@ def _order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------------ cache
-def _cache_paths(root: Path) -> tuple[Path, Path, Path]:
+def _cache_paths(root: Path) -> tuple[list[Path], Path]:
     folder = root / CACHE_DIR
-    return folder / "points.parquet", folder / "failures.parquet", folder / "signature.txt"
+    return [folder / f"{part}.parquet" for part in PARTS], folder / "signature.txt"
 
 
 def _read_cache(root: Path, sig: dict) -> Sweeps | None:
-    points, failures, sig_path = _cache_paths(root)
+    tables, sig_path = _cache_paths(root)
     try:
         if json.loads(sig_path.read_text()) != sig:
             return None
-        return Sweeps(pd.read_parquet(points), pd.read_parquet(failures))
+        return Sweeps(*(pd.read_parquet(t) for t in tables))
     except (OSError, ValueError):
         return None
 
 
 def _write_cache(root: Path, sig: dict, sweeps: Sweeps) -> None:
-    points, failures, sig_path = _cache_paths(root)
+    tables, sig_path = _cache_paths(root)
     try:
-        points.parent.mkdir(exist_ok=True)
+        sig_path.parent.mkdir(exist_ok=True)
         sig_path.unlink(missing_ok=True)  # no signature while the tables are half written
-        sweeps.points.to_parquet(points, index=False)
-        sweeps.failures.to_parquet(failures, index=False)
+        for part, table in zip(PARTS, tables):
+            getattr(sweeps, part).to_parquet(table, index=False)
         # a .txt, not .json: the fallback record search must never take the cache for a record
         sig_path.write_text(json.dumps(sig))
     except OSError:

@@ -2,13 +2,16 @@
 
 The summary has, per task and model, the Pareto front of accuracy vs latency per sample (its points, knee and
 hypervolume), the best point under an optional latency budget, the scoring ablation where a sweep has both
-scorers, and the failed points with their causes.
+scorers, the failed points with their causes, and, apart, records of superseded points (no longer in their
+sweep's plan) and files that could not be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -101,8 +104,8 @@ def front_table(points: pd.DataFrame, x: str = "seconds_per_sample") -> pd.DataF
 
 def write_report(sweeps: Sweeps, out: str | Path, x: str = "seconds_per_sample", budget: float | None = None,
                  title: str | None = None) -> Path:
-    """Write figures and ``report.md`` / ``report.html`` (+ ``points.csv``, ``failures.csv``) into ``out``;
-    returns the Markdown path."""
+    """Write figures and ``report.md`` / ``report.html`` (+ ``points.csv``, ``failures.csv``,
+    ``superseded.csv``, ``unreadable.csv``) into ``out``; returns the Markdown path."""
     out = Path(out)
     fig_dir = out / "figures"
     pts, fails = sweeps.points, sweeps.failures
@@ -113,6 +116,8 @@ def write_report(sweeps: Sweeps, out: str | Path, x: str = "seconds_per_sample",
     out.mkdir(parents=True, exist_ok=True)
     pts.to_csv(out / "points.csv", index=False)
     fails.to_csv(out / "failures.csv", index=False)
+    sweeps.superseded.to_csv(out / "superseded.csv", index=False)
+    sweeps.unreadable.to_csv(out / "unreadable.csv", index=False)
 
     def figure(name: str, caption: str, make) -> None:
         try:
@@ -171,10 +176,29 @@ def write_report(sweeps: Sweeps, out: str | Path, x: str = "seconds_per_sample",
         cols = [c for c in ("sweep", "key", "task", "model_name", "label", "error.type", "error.message",
                             "error.log_path") if c in fails]
         doc.table(fails[cols].assign(**{"error.message": fails.get("error.message", "").astype(str).str[:160]}))
+    _apart(doc, sweeps)
     md = out / "report.md"
     md.write_text(doc.to_markdown())
     (out / "report.html").write_text(doc.to_html())
     return md
+
+
+def _apart(doc: Document, sweeps: Sweeps) -> None:
+    """What the figures and tables above leave out: superseded records and unreadable files."""
+    old = sweeps.superseded
+    if len(old):
+        failed = int(old["status"].ne("ok").sum())
+        doc.heading("Superseded points")
+        doc.text(f"{len(old)} records ({len(old) - failed} ok, {failed} failed) belong to points that are no longer "
+                 "in their sweep's current plan (e.g. a checkpoint replaced since: its hash, hence the point, "
+                 "changed). They are kept in the sweep directory and left out above; see superseded.csv.")
+    bad = sweeps.unreadable
+    if len(bad):
+        doc.heading("Unreadable files")
+        doc.text(f"{len(bad)} files could not be read (cut short or damaged, e.g. by a node that crashed while "
+                 "writing) and are left out above. A damaged record's point runs again with the next illada-sweep, "
+                 "which moves the file to archive/.")
+        doc.table(bad[[c for c in ("sweep", "kind", "path", "reason") if c in bad]])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -192,9 +216,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [str(d) for d in args.sweep_dirs if not d.is_dir()]
     if missing:
         raise SystemExit(f"error: not a directory: {', '.join(missing)}")
-    sweeps = load_sweeps(args.sweep_dirs, cache=False if args.no_cache else "auto")
+    with warnings.catch_warnings():  # unreadable files: said once below, in words, not as a Python warning
+        warnings.simplefilter("ignore")
+        sweeps = load_sweeps(args.sweep_dirs, cache=False if args.no_cache else "auto")
     md = write_report(sweeps, args.out or args.sweep_dirs[0] / "report", x=args.latency, budget=args.budget)
-    print(f"{len(sweeps.points)} points, {len(sweeps.failures)} failures -> {md} and {md.with_suffix('.html')}")
+    extra = f", {len(sweeps.superseded)} superseded records left out" if len(sweeps.superseded) else ""
+    print(f"{len(sweeps.points)} points, {len(sweeps.failures)} failures{extra} -> {md} and {md.with_suffix('.html')}")
+    for row in sweeps.unreadable.itertuples():
+        print(f"warning: unreadable {row.kind} file left out: {row.path} ({row.reason})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,60 @@
 """Atomic file writes: write a temporary file beside the target, then rename over it.
 
 A rename within one directory is atomic on POSIX filesystems (NFS included), so a reader, or a job killed
-mid-write, never sees a half-written file under the final name.
+mid-write, never sees a half-written file under the final name. The data is flushed to disk (``fsync``) before
+the rename and the directory after it, so a node that crashes right after the rename cannot leave an empty or
+truncated file under the final name either.
+
+The temporary file is created with mode ``0o666`` minus the umask (and the directory's default ACL), like any
+file ``open()`` creates: teammates can read a sweep on a shared project directory wherever the umask lets them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
+def _create_temp(target: Path) -> Path:
+    """A new empty file beside ``target``; unlike ``tempfile.mkstemp`` (always 0600) it honours the umask."""
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+
+
+def fsync_path(path: str | Path, directory: bool = False) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # some filesystems cannot fsync a directory; the rename itself is still atomic there
+        if not (directory and e.errno in (errno.EINVAL, errno.ENOTSUP, errno.EBADF)):
+            raise
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_target(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``target``, on error it is removed."""
+    """Yield a temporary path to write (and close); on success it is flushed and replaces ``target``, on error
+    it is removed."""
     target = Path(target)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_temp(target)
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, target)
+        fsync_path(target.parent, directory=True)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -66,15 +66,27 @@ class ModelConfig:
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any], source: str = "config.json") -> "ModelConfig":
         """Build from a parsed ``config.json``; errors name ``source`` and the offending field."""
+        if not isinstance(hf, dict):
+            raise ConfigError(f"{source}: a JSON {type(hf).__name__}, not an object")
         model_type = hf.get("model_type")
         if model_type == "llada":
-            return cls._from_llada(hf, source)
-        if model_type in LLAMA_STYLE_MODEL_TYPES:
-            return cls._from_llama_style(hf, source)
-        raise ConfigError(
-            f"{source}: unknown model_type={model_type!r}; expected 'llada' (LLaDA, OLMo-style) "
-            f"or one of {LLAMA_STYLE_MODEL_TYPES} (iLLaDA, Llama-style)"
-        )
+            build = cls._from_llada
+        elif model_type in LLAMA_STYLE_MODEL_TYPES:
+            build = cls._from_llama_style
+        else:
+            raise ConfigError(
+                f"{source}: unknown model_type={model_type!r}; expected 'llada' (LLaDA, OLMo-style) "
+                f"or one of {LLAMA_STYLE_MODEL_TYPES} (iLLaDA, Llama-style)"
+            )
+        try:
+            return build(hf, source)
+        except ConfigError as e:
+            if str(e).startswith(f"{source}:"):
+                raise
+            # __post_init__ checks the combined fields and cannot know which file they came from
+            raise ConfigError(f"{source}: {e}") from None
+        except (TypeError, ValueError) as e:  # a field of the wrong type, e.g. "d_model": "4096"
+            raise ConfigError(f"{source}: a field has the wrong type ({e})") from e
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ModelConfig":

@@ -13,23 +13,32 @@ Cost definitions:
   their total by the evaluation wall time. ``tokens_per_forward`` divides decoded canvas positions by NFE.
 * ``latency_p50/p95_s``: wall time of the batch that produced each item (what a caller waits for);
   ``seconds_per_sample``: evaluation wall time / n (throughput view). Model load time is kept apart.
+
+A point whose model gives NaN or infinite logits fails with :class:`NonFiniteLogitsError` (checked once per
+batch) instead of recording whatever the sampler made of them; ``illada-eval`` ends every expected failure
+(bad or damaged files, a missing device, a full disk) with one line ``error: ...`` and a non-zero exit, and
+with ``--out`` writes the failure record there.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
+import os
+import re
 import statistics
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from illada.loading import LoadedModel, describe, load, parse_dtype, resolve_model
+from illada.loading import DeviceUnavailableError, LoadedModel, describe, load, parse_dtype, resolve_model
 from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
 from illada.records import SCHEMA_VERSION, directory_hash, now, provenance, settings_key, write_record
 from illada.sampling import SamplerSettings, generate
@@ -83,8 +92,7 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
     """Validate every setting of ``point`` without loading weights; errors name the field and its value."""
     model = resolve_model(point.model)
     if special_ids is None or max_seq_len is None:
-        cfg, _, special_ids = describe(model)
-        max_seq_len = cfg.max_seq_len
+        special_ids, max_seq_len = model_limits(model)
     task = get_task(point.task)
     if point.split is not None and point.split not in task.splits:
         raise ValueError(f"split={point.split!r}: task {task.name!r} has the splits {list(task.splits)}")
@@ -93,8 +101,12 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
     if isinstance(point.batch_size, bool) or not isinstance(point.batch_size, int) or point.batch_size < 1:
         raise ValueError(f"batch_size={point.batch_size!r}: must be a positive integer")
     parse_dtype(point.dtype)
+    try:
+        torch.device(point.device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={point.device!r}: not a torch device ({str(e).splitlines()[0]})") from None
     settings: dict[str, Any] = {
-        "model": model, "model_hash": _model_hash(model) if Path(model).is_dir() else None,
+        "model": model, "model_hash": _model_hash(model, point.model) if Path(model).is_dir() else None,
         "task": task.name, "split": point.split or task.default_split, "limit": point.limit, "seed": point.seed,
         "num_fewshot": point.num_fewshot, "data_path": point.data_path, "chat": point.chat, "dtype": point.dtype,
         "attn_backend": point.attn_backend, "batch_size": point.batch_size, "device": point.device,
@@ -127,12 +139,27 @@ def _reject_unknown(group: str, values: Mapping[str, Any], known: set[str]) -> N
         raise ValueError(f"{group}.{unknown[0]}={values[unknown[0]]!r}: unknown {group} setting; known: {sorted(known)}")
 
 
+def model_limits(model: str) -> tuple[SpecialIds, int]:
+    """Special ids and maximum length of a resolved model (config and tokenizer files, no weights).
+
+    Errors start with ``model=...`` (the point's field, so a sweep can name the override) and keep the name of
+    the file at fault."""
+    try:
+        cfg, _, ids = describe(model)
+    except (ValueError, OSError) as e:  # ConfigError, TokenizerError, a missing or unreadable file
+        raise ValueError(f"model={model!r}: {e}") from e
+    return ids, cfg.max_seq_len
+
+
 _HASHES: dict[str, str] = {}
 
 
-def _model_hash(path: str) -> str:
+def _model_hash(path: str, name: str) -> str:
     if path not in _HASHES:
-        _HASHES[path] = directory_hash(path)
+        try:
+            _HASHES[path] = directory_hash(path)
+        except OSError as e:
+            raise ValueError(f"model={name!r}: cannot read {e.filename or path} ({e.strerror or e})") from e
     return _HASHES[path]
 
 
@@ -197,12 +224,34 @@ def _load_task(task: str, split: str | None, limit: int | None, seed: int, num_f
 
 def failure_summary(resolved: ResolvedPoint, error: BaseException, log_path: str | None = None,
                     started: str | None = None) -> dict[str, Any]:
-    """The record of a point that failed: its settings, the cause, and where the log is."""
+    """The record of a point that failed: its settings, the cause, and where the log is.
+
+    Never raises: a part that cannot be found (provenance on a broken device, an error whose ``str`` fails)
+    is recorded as what went wrong with it, so the failure itself is never lost."""
+    device = getattr(resolved.point, "device", None)
     return {"schema": SCHEMA_VERSION, "key": resolved.key, "status": "failed", "settings": resolved.settings,
             "quality": None, "cost": None,
-            "provenance": {**provenance(resolved.point.device), "started_at": started, "finished_at": now()},
-            "error": {"type": type(error).__name__, "message": str(error), "log_path": log_path,
-                      "traceback": "".join(traceback.format_exception(error))[-4000:]}}
+            "provenance": {**_safely(lambda: provenance(device), lambda e: {"device": str(device),
+                                                                           "provenance_error": _describe_error(e)}),
+                           "started_at": started, "finished_at": now()},
+            "error": {"type": type(error).__name__, "message": _safely(lambda: str(error), _describe_error),
+                      "log_path": log_path,
+                      "traceback": _safely(lambda: "".join(traceback.format_exception(error))[-4000:],
+                                           _describe_error)}}
+
+
+def _safely(get, fallback):
+    try:
+        return get()
+    except Exception as e:  # noqa: BLE001 -- building a failure record must never fail
+        return fallback(e)
+
+
+def _describe_error(e: BaseException) -> str:
+    try:
+        return f"{type(e).__name__}: {e}"
+    except Exception:  # noqa: BLE001 -- an exception whose __str__ raises
+        return type(e).__name__
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -227,13 +276,15 @@ def _run_generation(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData
     p, tok, ids = resolved.point, loaded.tokenizer, loaded.special_ids
     device = torch.device(p.device)
     pad = ids.pad if ids.pad is not None else ids.eos
+    model = _ForwardMonitor(loaded.model)
     rows: list[dict] = []
     nfe_total = generated = decoded = row_nfe = 0
     n_batches = -(-len(data) // p.batch_size)
     for batch in _progress(_batches(data.items, p.batch_size), n_batches, show, f"{p.task} generate"):
         prompts = [_encode_prompt(tok, item.prompt, p.chat) for item in batch]
         input_ids, mask = pad_left(prompts, pad)
-        res = generate(loaded.model, input_ids.to(device), resolved.sampler, mask.to(device))
+        with model.checking(resolved, batch):
+            res = generate(model, input_ids.to(device), resolved.sampler, mask.to(device))
         nfe_total += res.nfe
         generated += int(res.answer_lengths.sum())
         decoded += int(res.generated_tokens.sum())
@@ -266,25 +317,72 @@ def encode_pair(tok: Tokenizer, context: str, continuation: str) -> tuple[list[i
     return whole[:len(ctx)], whole[len(ctx):]
 
 
-class _ForwardCounter:
-    """Counts forward calls and rows of a model while delegating everything else to it."""
+class NonFiniteLogitsError(FloatingPointError):
+    """The model produced NaN or infinite logits: its weights hold NaN/inf or overflow in the chosen dtype, so
+    whatever the sampler or scorer made of them is not a result."""
+
+
+class _ForwardMonitor:
+    """Counts forward calls and rows of a model and watches its logits, delegating everything else to it.
+
+    Every sampler and scorer forward of :func:`evaluate` passes here. The finiteness test is one min/max
+    reduction per forward, kept on the device (NaN propagates through both, an infinity shows in one), and
+    read once per batch by :meth:`checking`, so the hot path gains no host synchronisation.
+    """
 
     def __init__(self, model) -> None:
         self.model, self.calls, self.rows = model, 0, 0
+        self._finite: torch.Tensor | None = None
 
     def __call__(self, input_ids, *args, **kwargs):
         self.calls += 1
         self.rows += input_ids.shape[0]
-        return self.model(input_ids, *args, **kwargs)
+        logits = self.model(input_ids, *args, **kwargs)
+        if logits.numel():  # aminmax refuses an empty tensor
+            low, high = torch.aminmax(logits)
+            finite = torch.isfinite(low) & torch.isfinite(high)
+            self._finite = finite if self._finite is None else self._finite & finite
+        return logits
 
     def __getattr__(self, name: str):
         return getattr(self.model, name)
+
+    @contextmanager
+    def checking(self, resolved: ResolvedPoint, batch: Sequence) -> Iterator[None]:
+        """Raise :class:`NonFiniteLogitsError` after the block if any forward so far gave non-finite logits,
+        also when the block failed (garbage logits can make a sampler fail in ways that hide the cause)."""
+        try:
+            yield
+        except Exception as exc:
+            if self._saw_non_finite(exc):
+                raise self._error(resolved, batch) from exc
+            raise
+        if self._saw_non_finite():
+            raise self._error(resolved, batch)
+
+    def _saw_non_finite(self, failure: Exception | None = None) -> bool:
+        if self._finite is None:
+            return False
+        if failure is None:
+            return not bool(self._finite)  # the one host synchronisation, once per batch
+        try:  # after a failure (a CUDA error may be sticky) reading the flag must not hide the original
+            return not bool(self._finite)
+        except Exception:  # noqa: BLE001
+            return False
+
+    @staticmethod
+    def _error(resolved: ResolvedPoint, batch: Sequence) -> NonFiniteLogitsError:
+        s = resolved.settings
+        first = getattr(batch[0], "id", "?") if len(batch) else "?"
+        return NonFiniteLogitsError(
+            f"model={s['model']!r} ({s['dtype']}) produced NaN or infinite logits in a batch of {len(batch)} items "
+            f"(the first {first!r}): its weights hold NaN/inf or overflow in {s['dtype']}; this point has no result")
 
 
 def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, show: bool):
     p, tok = resolved.point, loaded.tokenizer
     scorer = SCORERS[resolved.scorer_name]
-    counter = _ForwardCounter(loaded.model)
+    counter = _ForwardMonitor(loaded.model)
     rows: list[dict] = []
     n_batches = -(-len(data) // p.batch_size)
     for batch in _progress(_batches(data.items, p.batch_size), n_batches, show, f"{p.task} {resolved.scorer_name}"):
@@ -292,7 +390,8 @@ def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, s
         flat = [pair for item_pairs in pairs for pair in item_pairs]
         synchronize(p.device)
         start = time.perf_counter()
-        totals = scorer(counter, flat, resolved.scorer).tolist()
+        with counter.checking(resolved, batch):
+            totals = scorer(counter, flat, resolved.scorer).tolist()
         synchronize(p.device)
         seconds = time.perf_counter() - start
         i = 0
@@ -309,6 +408,32 @@ def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, s
 
 
 # ------------------------------------------------------------------------------------------------- command
+# What a point can fail with that is not a bug of illada: bad or damaged files (ConfigError and CheckpointError
+# are ValueErrors), a full or read-only disk, a device that is not there, broken weights, too little memory.
+EXPECTED_FAILURES = (ValueError, OSError, DeviceUnavailableError, NonFiniteLogitsError, torch.cuda.OutOfMemoryError)
+
+
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")  # illada.atomic's temporary files: .NAME.XXXX.tmp
+
+
+def os_error_text(error: OSError) -> str:
+    """``FILE: errno text [ECODE]`` for a filesystem error, naming the file being written rather than its
+    temporary name (the file is left out when the system call did not say, as for ``write``)."""
+    name = error.filename2 or error.filename
+    where = ""
+    if name is not None:
+        path = Path(os.fsdecode(name))
+        m = _TEMP_NAME.match(path.name)
+        where = f"{path.with_name(m['target']) if m else path}: "
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{where}{error.strerror or error}" + (f" [{code}]" if code else "")
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return os_error_text(e)
+    return " ".join(str(e).splitlines()) or type(e).__name__
+
 def _parse_assignments(pairs: Sequence[str], flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -347,9 +472,19 @@ def main(argv: list[str] | None = None) -> None:
                   attn_backend=args.attn_backend, batch_size=args.batch_size, device=args.device)
     try:
         resolved = resolve(point)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
-    summary = evaluate(resolved, args.out)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {_one_line(e)}") from None
+    started = now()
+    try:
+        summary = evaluate(resolved, args.out)
+    except EXPECTED_FAILURES as e:
+        where = ""
+        if args.out is not None:  # the failure is a result too: record it where the result would have gone
+            try:
+                where = f" (failure record: {write_record(args.out, failure_summary(resolved, e, started=started))})"
+            except OSError as w:
+                where = f" (no failure record: {_one_line(w)})"
+        raise SystemExit(f"error: {_one_line(e)}{where}") from None
     q, c = summary["quality"], summary["cost"]
     print(json.dumps({"key": summary["key"], q["metric"]: round(q["value"], 4),
                       "ci95": [round(q["ci_low"], 4), round(q["ci_high"], 4)], "n": q["n"],

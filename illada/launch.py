@@ -1,15 +1,12 @@
 """Submit point groups as submitit jobs (Slurm arrays or local processes) and collect what they leave.
 
 Jobs write their own records; this side only waits for them and, for a job that died without finishing
-its points (cancelled, killed for memory, node failure, out of requeues), writes a failure record for each
-point it left without one, naming the job's state and its log.
+its points (cancelled, killed for memory, timed out, node failure, out of requeues), writes a failure record
+for each point it left without one, naming how the job ended (Slurm's state and exit code) and its log.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -17,26 +14,10 @@ from typing import Any, Iterator, Sequence
 import submitit
 from submitit.slurm.slurm import SlurmJob
 
-from illada.evaluate import failure_summary
-from illada.runner import PointGroup
+from illada.evaluate import ResolvedPoint, failure_summary
+from illada.runner import PointGroup, holder_gone
+from illada.slurm import slurm_accounting, slurm_max_array_size, slurm_queue  # noqa: F401 -- re-exported
 from illada.store import SweepStore
-
-SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
-
-
-def slurm_max_array_size() -> int:
-    """The cluster's ``MaxArraySize`` (``scontrol show config``); Slurm's default when it cannot be read.
-
-    Array indices must stay below it, and submitit numbers an array 0..n-1, so an array holds at most this
-    many tasks."""
-    if shutil.which("scontrol") is None:
-        return SLURM_DEFAULT_MAX_ARRAY_SIZE
-    try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return SLURM_DEFAULT_MAX_ARRAY_SIZE
-    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
-    return int(m.group(1)) if m else SLURM_DEFAULT_MAX_ARRAY_SIZE
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -67,55 +48,117 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
             lost_after_s: float = 60.0) -> dict[str, int]:
     """Wait for every job; a job that ended without finishing its points leaves failure records for them.
 
-    submitit learns how a job ended from ``sacct``. An array task cancelled while still pending never
-    reaches accounting, so submitit would wait for it forever: a Slurm job that has left ``squeue`` and
-    still has no state after ``lost_after_s`` is taken as lost."""
+    Each poll asks ``squeue`` once and, for the Slurm jobs that have left the queue without a result,
+    ``sacct`` once. A job Slurm accounts as COMPLETED is read; one that ended otherwise (CANCELLED, TIMEOUT,
+    OUT_OF_MEMORY, NODE_FAIL, ...) gets its failure records at once, naming that state and exit code, without
+    waiting for a result that will never come. A job that left the queue and that accounting still does not
+    know after ``lost_after_s`` is taken as lost. A point of a failed job that a live other job holds (another
+    driver of the same sweep) is watched until that job leaves its record."""
     counts = {"done": 0, "failed": 0, "skipped": 0, "jobs_failed": 0}
     pending = list(submitted)
+    watched: list[_Orphan] = []
     gone_since: dict[int, float] = {}
-    while pending:
-        queued = slurm_queue() if any(isinstance(s.job, SlurmJob) for s in pending) else None
+    while pending or watched:
         waiting = []
-        for s in pending:
-            if s.job.done():
-                _finish(s, store, counts)
-            elif queued is not None and isinstance(s.job, SlurmJob) and s.job.job_id not in queued:
+        for s, ended in _poll(pending):
+            if ended is None:
+                waiting.append(s)
+                gone_since.pop(id(s), None)
+            elif ended == "":  # left the queue, unknown to accounting so far
                 if time.monotonic() - gone_since.setdefault(id(s), time.monotonic()) > lost_after_s:
-                    _fail(s, store, counts, f"job {s.job.job_id} left the queue without a result or an "
-                                            "accounting record (cancelled while pending?)")
+                    watched += _fail(s, store, counts, f"job {s.job.job_id} left the queue and Slurm's accounting "
+                                                       f"had no record of it after {lost_after_s:g} s")
                 else:
                     waiting.append(s)
+            elif ended == "COMPLETED":
+                watched += _finish(s, store, counts)
             else:
-                gone_since.pop(id(s), None)
-                waiting.append(s)
+                watched += _fail(s, store, counts, f"job {s.job.job_id} ended with {ended} before this point "
+                                                   "finished")
         pending = waiting
-        if pending:
+        watched = [o for o in watched if not o.settled(store, counts)]
+        if pending or watched:
             time.sleep(poll_s)
     return counts
 
 
-def _finish(s: Submitted, store: SweepStore, counts: dict[str, int]) -> None:
+def _poll(pending: Sequence[Submitted]) -> list[tuple[Submitted, str | None]]:
+    """Each job with how it ended: None (still running), "COMPLETED" (read its result), "" (left the queue,
+    unknown to accounting) or how Slurm accounts its end ("Slurm state CANCELLED, exit code 0:15")."""
+    out: list[tuple[Submitted, str | None]] = []
+    slurm = []
+    for s in pending:
+        if not isinstance(s.job, SlurmJob):  # a local process: submitit knows whether it still runs
+            out.append((s, "COMPLETED" if s.job.done() else None))
+        elif s.job.paths.result_pickle.exists():  # not job.done(): that may call sacct for this job alone
+            out.append((s, "COMPLETED"))
+        else:
+            slurm.append(s)
+    queued = slurm_queue() if slurm else None
+    left = [s for s in slurm if queued is not None and s.job.job_id not in queued]
+    accounting = (slurm_accounting(s.job.job_id for s in left) if left else None) or {}
+    out += [(s, None) for s in slurm if queued is None or s.job.job_id in queued]
+    for s in left:
+        acc = accounting.get(s.job.job_id)
+        if acc is None or not acc.ended:  # accounting lags the queue by a few seconds
+            out.append((s, ""))
+        else:
+            out.append((s, "COMPLETED" if acc.state == "COMPLETED" else str(acc)))
+    return out
+
+
+def _finish(s: Submitted, store: SweepStore, counts: dict[str, int]) -> list[_Orphan]:
     try:
-        for k, v in s.job.result().items():
-            counts[k] += v
-    except Exception as exc:  # noqa: BLE001 -- cancelled, killed, timed out: the points left need a record
-        _fail(s, store, counts, f"job {s.job.job_id} ended in state {s.job.state} before this point finished: "
-                                f"{type(exc).__name__}: {str(exc).strip()[-1500:]}")
+        result = s.job.result()
+    except Exception as exc:  # noqa: BLE001 -- the group raised, or left no result: the points left need a record
+        return _fail(s, store, counts, f"job {s.job.job_id} ended in state {s.job.state} before this point "
+                                       f"finished: {type(exc).__name__}: {str(exc).strip()[-1500:]}")
+    for k, v in result.items():
+        counts[k] += v
+    return []
 
 
-def _fail(s: Submitted, store: SweepStore, counts: dict[str, int], cause: str) -> None:
+@dataclass
+class _Orphan:
+    """A point of a failed job that a live other job holds: counted when it has a record, failed if its
+    holder goes without leaving one."""
+
+    point: ResolvedPoint
+    cause: str
+    log_path: str
+
+    def settled(self, store: SweepStore, counts: dict[str, int]) -> bool:
+        record = store.record(self.point.key)
+        if record is not None:
+            counts["done" if record.get("status") == "ok" else "failed"] += 1
+            return True
+        marker = store.running(self.point.key)
+        if marker is None or holder_gone(store, self.point.key, marker):
+            _write_failure(store, self.point, self.cause, self.log_path, counts)
+            return True
+        return False
+
+
+def _fail(s: Submitted, store: SweepStore, counts: dict[str, int], cause: str) -> list[_Orphan]:
+    """Failure records for the points ``s`` left without one; those a live other job holds are returned to
+    be watched instead."""
     counts["jobs_failed"] += 1
+    log_path = str(s.job.paths.stdout)
+    orphans = []
     for point in s.group.points:
-        if not store.has_record(point.key):
-            store.write_failure(failure_summary(point, RuntimeError(cause), log_path=str(s.job.paths.stdout)))
-            store.clear_running(point.key)
-            counts["failed"] += 1
+        if store.has_record(point.key):
+            continue
+        marker = store.running(point.key)
+        if marker is not None and str(marker.get("job_id")) != s.job.job_id and \
+                not holder_gone(store, point.key, marker):
+            orphans.append(_Orphan(point, cause, log_path))
+        else:
+            _write_failure(store, point, cause, log_path, counts)
+    return orphans
 
 
-def slurm_queue() -> set[str] | None:
-    """Ids of the jobs Slurm still holds (array tasks one by one); None when squeue does not answer."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return set(out.stdout.split()) if out.returncode == 0 else None
+def _write_failure(store: SweepStore, point: ResolvedPoint, cause: str, log_path: str,
+                   counts: dict[str, int]) -> None:
+    store.write_failure(failure_summary(point, RuntimeError(cause), log_path=log_path))
+    store.clear_running(point.key)
+    counts["failed"] += 1

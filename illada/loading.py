@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,30 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         return DTYPES[dtype]
     except KeyError:
         raise ValueError(f"dtype {dtype!r} is unknown; choose one of {sorted(DTYPES)}") from None
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The device a model should run on does not exist in this process (e.g. a job without the GPU it asked for)."""
+
+
+def check_device(device: str | torch.device) -> None:
+    """Raise :class:`DeviceUnavailableError` naming the device, the host and ``CUDA_VISIBLE_DEVICES`` unless
+    ``device`` can hold tensors here.
+
+    Called before any weight is read, so a job that got no GPU fails with this cause instead of an error from
+    deep inside the loader (``pin_memory``, ``safe_open``).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            what = "no CUDA device" if count == 0 else f"only {count} CUDA device(s)"
+            build = "" if torch.version.cuda else f", torch {torch.__version__} built without CUDA"
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+            raise DeviceUnavailableError(f"device={str(device)!r}: {what} in this job (CUDA_VISIBLE_DEVICES={visible}, "
+                                         f"host {socket.gethostname()}{build})")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceUnavailableError(f"device={str(device)!r}: MPS is not available on host {socket.gethostname()}")
 
 
 EMBEDDED_DEFAULT = Path(__file__).parent / "embedded" / "default"
@@ -91,6 +117,7 @@ def load(
     """
     start = time.perf_counter()
     device = torch.device(device)
+    check_device(device)
     dtype = parse_dtype(dtype)
     name = resolve_model(path_or_preset)
     cfg, tokenizer, ids = describe(name, **special_id_overrides)

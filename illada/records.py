@@ -29,11 +29,12 @@ import socket
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from illada.atomic import atomic_target, atomic_write_text
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading records (illada-status, analysis) needs none
+    import torch
 
 SCHEMA_VERSION = 1
 
@@ -65,32 +66,77 @@ def write_record(directory: str | Path, summary: dict[str, Any], items: Any | No
     return target
 
 
+class CorruptFileError(ValueError):
+    """A store file that exists but cannot be read as what it should be (cut short, zero-filled, not JSON)."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: unreadable ({reason})")
+        self.path, self.reason = Path(path), reason
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`CorruptFileError` (naming the file) when it is not one,
+    ``FileNotFoundError`` when it does not exist."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CorruptFileError(path, f"{type(e).__name__}: {e}") from None
+    if not isinstance(data, dict):
+        raise CorruptFileError(path, f"a JSON {type(data).__name__}, not an object")
+    return data
+
+
 def read_summary(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A record summary; :class:`CorruptFileError` when the file is not a record (e.g. a truncated write)."""
+    summary = read_json(path)
+    if not isinstance(summary.get("status"), str):
+        raise CorruptFileError(path, "no 'status' field")
+    return summary
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _safe(get: Callable[[], Any]) -> Any:
+    """``get()``, or None when it raises: provenance is informative and must never fail a record."""
+    try:
+        return get()
+    except Exception:
+        return None
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
 def provenance(device: torch.device | str) -> dict[str, Any]:
-    """Where and with what a record was computed."""
+    """Where and with what a record was computed (never raises; a field that cannot be found is None)."""
     import illada
 
     return {
-        "device": str(device), "device_name": device_name(device), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "illada": illada.__version__, "git_commit": git_commit(), "hostname": socket.gethostname(),
-        "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
-        "python": platform.python_version(),
+        "device": str(device), "device_name": device_name(device), "torch": _safe(lambda: _torch().__version__),
+        "cuda": _safe(lambda: _torch().version.cuda), "illada": illada.__version__, "git_commit": _safe(git_commit),
+        "hostname": _safe(socket.gethostname), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"), "python": platform.python_version(),
     }
 
 
 def device_name(device: torch.device | str) -> str:
-    """The GPU's marketing name, or the CPU's processor name."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    """The GPU's marketing name, or the CPU's processor name; never raises (e.g. ``"cuda"`` on a machine
+    without CUDA gives ``"cuda (no name: ...)"``)."""
+    try:
+        import torch
+
+        dev = torch.device(device)
+        if dev.type == "cuda":
+            return torch.cuda.get_device_name(dev)
+    except Exception as e:  # no CUDA, a bad index, a broken driver: the record still gets written
+        return f"{device} (no name: {type(e).__name__}: {str(e)[:80]})"
+    return platform.processor() or platform.machine() or str(device)
 
 
 @functools.lru_cache(maxsize=1)  # one subprocess per process, not per record

@@ -4,6 +4,12 @@ A :class:`PointGroup` is what one job (a Slurm array task, a local process) exec
 ``Checkpointable``: on preemption or timeout submitit pickles it and requeues the job, and because every
 finished point already has its record in the store, the requeued job skips straight to the first point
 without one. A point that raises leaves a failure record and the group goes on with the next point.
+
+Before evaluating a point a job *claims* it: it creates the point's running marker only if there is none
+(:meth:`SweepStore.claim`, atomic between processes and hosts). A point whose marker belongs to another job
+that is still alive (two drivers of one sweep, a restarted driver while its old array still runs) is left to
+that job: after its own points the group waits for the point's record and counts it, or takes the point over
+once its holder is gone. Each point is thus evaluated once however many jobs list it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import socket
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import submitit
 import torch
@@ -22,6 +28,7 @@ import torch
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
 from illada.loading import LoadedModel, load
 from illada.records import now
+from illada.slurm import slurm_queue
 from illada.store import SweepStore
 
 
@@ -60,12 +67,52 @@ def job_identity() -> dict[str, Any]:
     gpus = len([d for d in visible.split(",") if d.strip()]) if visible else (
         torch.cuda.device_count() if torch.cuda.is_available() else 0)
     job_id = job_id or f"local-{os.getpid()}-{next(_LOCAL_JOBS)}"  # in-process jobs: one id per group
-    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id,
+    cluster = os.environ.get("SUBMITIT_EXECUTOR") or ("slurm" if os.environ.get("SLURM_JOB_ID") else "inprocess")
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id, "cluster": cluster,
             "attempt": int(os.environ.get("SLURM_RESTART_COUNT", "0")), "log_path": log_path, "gpus": gpus}
 
 
+MINE, RECORDED, HELD = "mine", "recorded", "held"
+
+
+def holder_gone(store: SweepStore, key: str, marker: Mapping[str, Any]) -> bool:
+    """True when the job that wrote the point's running ``marker`` is gone: on this host its process has
+    exited (or the marker is unreadable); on another host its Slurm job has left the queue. A holder that
+    cannot be checked (another host, not a Slurm job, or squeue not answering) counts as alive."""
+    if store.is_stale(key):
+        return True
+    if marker.get("host") == socket.gethostname() or marker.get("cluster") != "slurm" or not marker.get("job_id"):
+        return False
+    queued = slurm_queue()
+    return queued is not None and str(marker["job_id"]) not in queued
+
+
+def claim_point(store: SweepStore, key: str, job: Mapping[str, Any]) -> str:
+    """Try to hold point ``key`` for ``job`` (a running marker): MINE (evaluate it), RECORDED (it has a record
+    already) or HELD (a live other job evaluates it). A marker of this same job (an earlier attempt, before
+    a requeue), of this process (left by an interrupted earlier group) or of a job that is gone is taken
+    over."""
+    for _ in range(5):  # each retry follows another job's move on this very point; a few suffice
+        if store.has_record(key):
+            return RECORDED
+        marker = store.running(key)
+        own = marker is not None and (marker.get("job_id") == job["job_id"] or
+                                      (marker.get("host"), marker.get("pid")) == (job["host"], job["pid"]))
+        if marker is not None and not own and not holder_gone(store, key, marker):
+            return HELD
+        if store.claim(key, dict(job), stale=marker):
+            if store.has_record(key):  # its holder finished between our look and our claim
+                store.clear_running(key)
+                return RECORDED
+            return MINE
+    return HELD
+
+
 class PointGroup(submitit.helpers.Checkpointable):
-    """Points of one model, evaluated in order into ``sweep_dir``; points that have a record are skipped."""
+    """Points of one model, evaluated in order into ``sweep_dir``; points that have a record are skipped,
+    points another live job is evaluating are waited for (checked every ``wait_s`` seconds)."""
+
+    wait_s: float = 5.0
 
     def __init__(self, sweep_dir: str | Path, points: Sequence[ResolvedPoint], threads: int | None = None) -> None:
         keys = {model_key(p) for p in points}
@@ -76,43 +123,84 @@ class PointGroup(submitit.helpers.Checkpointable):
         self.threads = threads
 
     def __call__(self) -> dict[str, int]:
+        attempt = self.start()
+        attempt.run_own()
+        attempt.wait_held(self.wait_s)
+        return attempt.counts
+
+    def start(self) -> _Attempt:
+        """This run of the group (its state lives there: submitit pickles the group itself on preemption)."""
         if self.threads:
             torch.set_num_threads(self.threads)
-        store = SweepStore(self.sweep_dir)
-        job = job_identity()
-        marker = {k: job[k] for k in ("host", "pid", "job_id", "attempt", "log_path")}
-        account = {**job, "started_at": now(), "load_seconds": 0.0, "eval_seconds": 0.0, "points": 0}
-        job_file = f"{job['job_id']}.{job['attempt']}"
-        counts = {"done": 0, "failed": 0, "skipped": 0}
-        loaded: LoadedModel | None = None
-        load_error: Exception | None = None
+        return _Attempt(SweepStore(self.sweep_dir), job_identity(), self.points)
+
+
+class _Attempt:
+    """One run of a group: its store, identity, accounting and (lazily) loaded model."""
+
+    def __init__(self, store: SweepStore, job: dict[str, Any], points: Sequence[ResolvedPoint]) -> None:
+        self.store, self.job, self.points = store, job, list(points)
+        self.counts = {"done": 0, "failed": 0, "skipped": 0}
+        self.held: list[ResolvedPoint] = []  # points a live other job evaluates
+        self.marker = {k: job[k] for k in ("host", "pid", "job_id", "cluster", "attempt", "log_path")}
+        self.account = {**job, "started_at": now(), "load_seconds": 0.0, "eval_seconds": 0.0, "points": 0}
+        self.loaded: LoadedModel | None = None
+        self.load_error: Exception | None = None
+
+    def run_own(self) -> None:
+        """Evaluate the points this job can claim; set aside those a live other job holds."""
         for point in self.points:
-            if store.has_record(point.key):  # finished by an earlier attempt of this job, or another job
-                counts["skipped"] += 1
-                continue
-            store.mark_running(point.key, marker)
-            started = now()
-            try:
-                if load_error is not None:  # every point of the group needs the model: fail them all alike
-                    raise load_error
-                if loaded is None:  # lazily: a requeued job with nothing left loads nothing
-                    loaded, load_error = _load(point)
-                    if load_error is not None:
-                        raise load_error
-                    account["load_seconds"] += loaded.load_seconds
-                summary = evaluate(point, store.records_dir, loaded=loaded, progress=False)
-                account["eval_seconds"] += summary["cost"]["eval_seconds"]
-                counts["done"] += 1
-            except Exception as exc:  # noqa: BLE001 -- any error of one point must not stop the others
-                store.write_failure(failure_summary(point, exc, log_path=job["log_path"], started=started))
-                counts["failed"] += 1
-                if isinstance(exc, torch.cuda.OutOfMemoryError):
-                    torch.cuda.empty_cache()
-            finally:
-                store.clear_running(point.key)
-            account.update(points=account["points"] + 1, finished_at=now())
-            store.write_job(job_file, account)
-        return counts
+            claim = claim_point(self.store, point.key, self.marker)
+            if claim == MINE:
+                self.counts[self.evaluate(point)] += 1
+            elif claim == RECORDED:  # finished by an earlier attempt of this job, or another job
+                self.counts["skipped"] += 1
+            else:
+                self.held.append(point)
+        self.loaded = None  # no model kept while waiting (a point taken over loads it again)
+
+    def wait_held(self, wait_s: float) -> None:
+        """Wait for the points other jobs hold: count their records, take over those their holder left."""
+        while self.held:
+            waiting = []
+            for point in self.held:
+                claim = claim_point(self.store, point.key, self.marker)
+                if claim == MINE:
+                    self.counts[self.evaluate(point)] += 1
+                elif claim == RECORDED:
+                    ok = (self.store.record(point.key) or {}).get("status") == "ok"
+                    self.counts["done" if ok else "failed"] += 1
+                else:
+                    waiting.append(point)
+            self.held = waiting
+            if self.held:
+                time.sleep(wait_s)
+
+    def evaluate(self, point: ResolvedPoint) -> str:
+        """Evaluate a point this job holds; "done" or "failed" (then with its failure record)."""
+        store, account = self.store, self.account
+        started = now()
+        try:
+            if self.load_error is not None:  # every point of the group needs the model: fail them all alike
+                raise self.load_error
+            if self.loaded is None:  # lazily: a requeued job with nothing left loads nothing
+                self.loaded, self.load_error = _load(point)
+                if self.load_error is not None:
+                    raise self.load_error
+                account["load_seconds"] += self.loaded.load_seconds
+            summary = evaluate(point, store.records_dir, loaded=self.loaded, progress=False)
+            account["eval_seconds"] += summary["cost"]["eval_seconds"]
+            outcome = "done"
+        except Exception as exc:  # noqa: BLE001 -- any error of one point must not stop the others
+            store.write_failure(failure_summary(point, exc, log_path=self.job["log_path"], started=started))
+            outcome = "failed"
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+        finally:
+            store.clear_running(point.key)
+        account.update(points=account["points"] + 1, finished_at=now())
+        store.write_job(f"{self.job['job_id']}.{self.job['attempt']}", account)
+        return outcome
 
 
 def _load(point: ResolvedPoint) -> tuple[LoadedModel | None, Exception | None]:
@@ -124,11 +212,16 @@ def _load(point: ResolvedPoint) -> tuple[LoadedModel | None, Exception | None]:
 
 
 def run_inprocess(groups: Sequence[PointGroup]) -> dict[str, int]:
-    """Run groups one after another in this process (the local launcher); returns summed counts."""
+    """Run groups one after another in this process (the local launcher), then wait for the points other
+    jobs held; returns summed counts."""
     total = {"done": 0, "failed": 0, "skipped": 0}
     start = time.perf_counter()
-    for group in groups:
-        for k, v in group().items():
+    attempts = [group.start() for group in groups]
+    for attempt in attempts:  # every group's own points first: waiting in one must not hold up the next
+        attempt.run_own()
+    for group, attempt in zip(groups, attempts):
+        attempt.wait_held(group.wait_s)
+        for k, v in attempt.counts.items():
             total[k] += v
     total["seconds"] = time.perf_counter() - start
     return total

@@ -7,8 +7,8 @@ invalid trial is told FAIL with the reason and never launched), and runs it as a
 ``concurrent.futures`` executor). Up to ``max_in_flight`` trials run at once; each finished trial is told
 at once and a new one asked (no batch barrier). Trials share the results store of grid sweeps
 (:class:`illada.store.SweepStore`), so a point already computed is a cache hit, not a new job. The Hydra
-sweeper ``hydra/sweeper=illada_pareto`` (``sweeps/pareto_sweeper.py``, ``illada-search``) runs this loop with
-Hydra composing the points and Hydra's submitit launcher running them.
+sweeper ``hydra/sweeper=illada_pareto`` (``sweeps/pareto_sweeper.py``, ``illada-sweep -m +ablation=search``) runs
+this loop with Hydra composing the points and Hydra's submitit launcher running them.
 
 Search space (plain dict; the YAML ``hydra.sweeper.space`` block has the same shape)::
 
@@ -20,15 +20,24 @@ Search space (plain dict; the YAML ``hydra.sweeper.space`` block has the same sh
 Names are dotted paths into :class:`Point` (``sampler.*``, ``scorer.*`` or a top-level field); names that
 start with ``_`` are switches the search uses only for conditions. ``when`` maps switch names to a value or
 a list of values; a conditional parameter is only suggested when its condition holds.
+
+Each trial is a point the study has not evaluated yet: the sampler proposes on a throw-away in-memory copy of
+the study, a proposal whose point was evaluated (or is in flight, or is invalid) is asked again, and once the
+sampler keeps repeating itself the unevaluated point of the discrete grid nearest to its proposal is taken;
+only the chosen point becomes a trial of the study (enqueued). A point is met again only once none is left
+(a repeat: told from its record, not an evaluation). A resumed search continues the sampler's sequence (its
+seed is derived from ``seed`` and the number of trials already in the study) instead of replaying it. A torn
+journal (a full disk) is repaired before the study is opened (:func:`repair_journal`).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
+import random
 import shutil
-import socket
 import time
 import warnings
 from concurrent.futures import Future
@@ -39,8 +48,9 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from illada.atomic import atomic_target
 from illada.evaluate import Point, ResolvedPoint, failure_summary, resolve
-from illada.runner import PointGroup
+from illada.runner import PointGroup, holder_gone
 from illada.store import SweepStore
 
 #: objectives a record provides: name -> (path in the record, default direction)
@@ -56,6 +66,13 @@ METRICS: dict[str, tuple[str, str]] = {
 DEFAULT_OBJECTIVES = ("accuracy", "seconds_per_sample")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 KIND_TYPES = ("int", "float", "categorical")
+#: proposals asked of the sampler for one trial before an unevaluated grid point is taken instead (TPE asked
+#: again on an unchanged study mostly proposes the same point again: the grid is what steers it away)
+MAX_PROPOSALS = 4
+#: the largest discrete grid enumerated for unevaluated points (each combination is composed and resolved)
+MAX_GRID = 4096
+#: the sampler of a trial whose values were chosen already (it is never asked for one: every value is fixed)
+_CHOSEN = optuna.samplers.RandomSampler(seed=0)
 
 
 class SearchError(ValueError):
@@ -162,6 +179,19 @@ def grid(params: Sequence[Param]) -> list[dict[str, Any]]:
         combos = [{**c, p.name: v} for c in combos for v in values] if not p.when else [
             new for c in combos for new in ([{**c, p.name: v} for v in values] if p.active(c) else [c])]
     return combos
+
+
+def small_grid(params: Sequence[Param], limit: int) -> list[dict[str, Any]] | None:
+    """:func:`grid` when the space is discrete and has at most ``limit`` combinations, else None."""
+    bound = 1
+    for p in params:
+        if p.type == "float" and not p.step:
+            return None
+        bound *= len(p.values()) + (1 if p.when else 0)  # +1: the combinations where the parameter is inactive
+    if bound > 1000 * limit:  # conditions prune the product, but not by that much: do not build it
+        return None
+    combos = grid(params)
+    return combos if len(combos) <= limit else None
 
 
 def to_point(base: Point, values: Mapping[str, Any]) -> Point:
@@ -290,15 +320,98 @@ def make_sampler(name: str, seed: int | None, n_startup_trials: int | None = Non
         return classes[name](seed=seed, **kw)
 
 
+def resume_seed(seed: int | None, n_trials: int) -> int | None:
+    """The sampler's seed for a study that has ``n_trials`` trials: ``seed`` itself for a new study, otherwise
+    one derived from both, so that a resumed search continues rather than replays its first proposals."""
+    if seed is None or n_trials == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, n_trials]).generate_state(1)[0])
+
+
+def journal_path(sweep_dir: str | Path, storage: str | None = None) -> Path | None:
+    """The journal file of a study (None for an RDB URL)."""
+    if storage and "://" in storage:
+        return None
+    return Path(storage) if storage else Path(sweep_dir) / "optuna.journal"
+
+
 def make_storage(sweep_dir: str | Path, storage: str | None = None) -> optuna.storages.BaseStorage | str:
     """Journal file storage in the sweep directory (NFS-safe, no server) unless an RDB URL is given."""
-    if storage and "://" in storage:
+    path = journal_path(sweep_dir, storage)
+    if path is None:
         return storage
-    path = Path(storage) if storage else Path(sweep_dir) / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend
 
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _whole_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _salvage(line: bytes) -> bytes | None:
+    """The whole record at the end of a line that starts with a torn one (a record written onto a torn last
+    line); None when there is none. Record starts are ``{"`` at top level: inside a JSON string a quote is
+    escaped, so the first start from which the rest parses is the appended record."""
+    start = line.find(b'{"', 1)
+    while start != -1:
+        if _whole_record(line[start:]):
+            return line[start:]
+        start = line.find(b'{"', start + 1)
+    return None
+
+
+def repair_journal(path: str | Path) -> str | None:
+    """Make a torn Optuna journal loadable again; returns what was done (None: the journal was whole).
+
+    A write that fails (a full disk, a killed node) leaves a partial last line; Optuna (5.0) skips it while it
+    is last, but the next write is appended onto it, and from then on ``JournalFileBackend.read_logs`` raises
+    ``JSONDecodeError`` on that line: the study no longer loads at all. The torn record was never applied by
+    any reader (nor acknowledged to its writer), so dropping it loses nothing: a torn tail is cut off at the
+    last whole record, a record appended onto a torn one is kept on its own line, a line that holds no whole
+    record is dropped. The original is kept beside it as ``<name>.torn-<time>``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    lock = JournalFileSymlinkLock(str(path))  # the lock Optuna's writers take
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        *lines, tail = data.split(b"\n")  # tail: b"" when the last record is whole
+        kept, salvaged, dropped = [], 0, 0
+        for line in lines:
+            if _whole_record(line):
+                kept.append(line)
+            elif (rest := _salvage(line)) is not None:
+                kept.append(rest)
+                salvaged += 1
+            else:
+                dropped += 1
+        if not tail and not salvaged and not dropped:
+            return None
+        copy = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+        try:
+            shutil.copy2(path, copy)
+            with atomic_target(path) as tmp:
+                tmp.write_bytes(b"".join(line + b"\n" for line in kept))
+        except OSError as e:  # most likely the disk is still full: change nothing
+            copy.unlink(missing_ok=True)
+            raise SearchError(f"{path}: the journal is torn (a write failed) and cannot be repaired now: "
+                              f"{e.strerror or e}; free space in {path.parent} and run again") from None
+    finally:
+        lock.release()
+    done = [f"cut a torn last record ({len(tail)} bytes)"] if tail else []
+    done += [f"kept {salvaged} whole record(s) written onto a torn one"] if salvaged else []
+    done += [f"dropped {dropped} unreadable line(s)"] if dropped else []
+    return f"repaired the torn journal {path}: {', '.join(done)}; the original is kept as {copy}"
 
 
 # ------------------------------------------------------------------------------------------- search
@@ -324,8 +437,11 @@ class SearchResult:
     cache_hits: int = 0
     invalid: int = 0
     failed: int = 0
+    repeats: int = 0  # trials at a point the study had evaluated already (only once no other point is left)
+    evaluations: int = 0  # distinct points the study has evaluated (over every run), in flight included
     reconciled: int = 0
     reattached: int = 0
+    relaunched: int = 0  # trials left RUNNING whose job was gone, run again on resume
     busy_seconds: float = 0.0  # submission to completion seen by the controller, summed over launched trials
     wall_seconds: float = 0.0
 
@@ -355,22 +471,11 @@ class _Reattached:
         if self.store.has_record(self.key):
             return True
         marker = self.store.running(self.key)
-        return marker is None or self.store.is_stale(self.key) or _left_slurm_queue(marker)
+        return marker is None or holder_gone(self.store, self.key, marker)
 
     def result(self) -> None:
         if not self.store.has_record(self.key):
             raise RuntimeError(f"job {self.job_id} stopped without a record (seen after a controller restart)")
-
-
-def _left_slurm_queue(marker: Mapping[str, Any]) -> bool:
-    """A marker written on another host (its process cannot be checked from here) whose Slurm job is no
-    longer queued."""
-    from illada.launch import slurm_queue
-
-    if marker.get("host") == socket.gethostname() or not marker.get("job_id") or shutil.which("squeue") is None:
-        return False
-    queued = slurm_queue()
-    return queued is not None and str(marker["job_id"]) not in queued
 
 
 @dataclass
@@ -385,7 +490,8 @@ class ParetoSearch:
     sweep_dir: str | Path
     space: Mapping[str, Mapping[str, Any]]
     base: Point | None = None
-    n_trials: int = 32
+    n_trials: int | None = 32  # trials in the study, over every run (None: no limit; give n_evaluations)
+    n_evaluations: int | None = None  # distinct points evaluated in the study, over every run (None: no limit)
     objectives: Sequence[str | Mapping[str, Any]] | None = None
     constraints: Mapping[str, Mapping[str, Any]] | None = None
     sampler: str = "tpe"
@@ -409,23 +515,39 @@ class ParetoSearch:
         self.params = parse_space(self.space)
         self.objs = parse_objectives(self.objectives)
         self.cons = parse_constraints(self.constraints)
-        for name in ("n_trials", "max_in_flight"):
+        for name in ("n_trials", "n_evaluations", "max_in_flight"):
             value = getattr(self, name)
+            if value is None and name != "max_in_flight":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SearchError(f"search.{name}={value!r}: must be a positive integer")
+        if self.n_trials is None and self.n_evaluations is None:
+            raise SearchError("search.n_trials=None: give a budget, n_trials and/or n_evaluations")
         if self.point_of is None and self.base is None:
             raise SearchError("search.base: give the base Point (or a point_of function)")
         make_sampler(self.sampler, self.seed, self.n_startup_trials, self.sampler_options)  # named errors now
         self.store = SweepStore(self.sweep_dir)
         self.store.root.mkdir(parents=True, exist_ok=True)
         self._rerun: set[str] = set()
+        self._points: dict[tuple, tuple[ResolvedPoint, list[str]] | Exception] = {}  # memo of _resolve
+        self._evaluated: dict[str, int] = {}  # point key -> the first trial of the study that evaluated it
+        self._grid: list[dict[str, Any]] | None = None
 
     # ---------------------------------------------------------------------------------------- study
+    def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
+        """The configured sampler, seeded for a study that has ``n_trials`` trials (:func:`resume_seed`)."""
+        return make_sampler(self.sampler, resume_seed(self.seed, n_trials), self.n_startup_trials,
+                            self.sampler_options)
+
     def study(self) -> optuna.Study:
+        """Create or load the study (a torn journal is repaired first)."""
+        journal = journal_path(self.store.root, self.storage)
+        if journal is not None and (done := repair_journal(journal)):
+            self._log(done)
         study = optuna.create_study(
             storage=make_storage(self.store.root, self.storage), study_name=self.study_name, load_if_exists=True,
-            directions=[o.direction for o in self.objs],
-            sampler=make_sampler(self.sampler, self.seed, self.n_startup_trials, self.sampler_options))
+            directions=[o.direction for o in self.objs])
+        study.sampler = self._make_sampler(len(study.trials))
         want = [optuna.study.StudyDirection.MAXIMIZE if o.direction == "maximize"
                 else optuna.study.StudyDirection.MINIMIZE for o in self.objs]
         if list(study.directions) != want:
@@ -443,11 +565,15 @@ class ParetoSearch:
                 study.enqueue_trial(dict(params), skip_if_exists=True)
         return study
 
-    def reconcile(self, study: optuna.Study, in_flight: dict[str, _InFlight] | None = None) -> tuple[int, int]:
+    def reconcile(self, study: optuna.Study, in_flight: dict[str, _InFlight] | None = None, executor: Any = None,
+                  res: SearchResult | None = None) -> tuple[int, int, int]:
         """Settle trials left RUNNING by a controller that stopped: told from their record when the point
-        finished meanwhile; re-attached (waited for, counted in flight) when a job still evaluates it; FAIL
-        with the cause otherwise. Returns (settled, re-attached)."""
-        settled = reattached = 0
+        finished meanwhile; re-attached (waited for, counted in flight) when a job still evaluates it; given an
+        ``executor``, run again when its job is gone without a record (a killed in-process search, a job killed
+        meanwhile: its stale running marker is cleared); FAIL with the cause otherwise. Returns (settled,
+        re-attached, run again)."""
+        settled = reattached = relaunched = 0
+        res = res if res is not None else SearchResult(study)
         for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             trial = optuna.Trial(study, ft._trial_id)
             key = ft.user_attrs.get("key")
@@ -462,12 +588,27 @@ class ParetoSearch:
                 resolved = resolve(Point(**ft.user_attrs["point"])) if "point" in ft.user_attrs else None
                 in_flight[key] = _InFlight(job, resolved, [trial], time.perf_counter())
                 reattached += 1
+            elif key and in_flight is not None and executor is not None and (again := self._same_point(ft)):
+                self.store.clear_running(key)  # its holder is gone (checked just above): the marker is stale
+                trial.set_user_attr("note", "run again on resume: its job was gone without a record")
+                self._start(study, executor, trial, *again, in_flight, res)
+                relaunched += 1
             else:
+                if key and in_flight is not None:  # its holder is gone (checked above): no marker left behind
+                    self.store.clear_running(key)
                 cause = "the search controller stopped before this trial finished (reconciled on resume)"
                 trial.set_user_attr("fail_reason", cause)
                 study.tell(trial, state=TrialState.FAIL)
                 settled += 1
-        return settled, reattached
+        return settled, reattached, relaunched
+
+    def _same_point(self, ft: optuna.trial.FrozenTrial) -> tuple[ResolvedPoint, list[str]] | None:
+        """The point and overrides of a trial's parameters when they are still the point it recorded."""
+        try:
+            resolved, overrides = self._resolve(ft.params)
+        except Exception:  # noqa: BLE001 -- cannot be rebuilt (the space or the base changed): not run again
+            return None
+        return (resolved, overrides) if resolved.key == ft.user_attrs.get("key") else None
 
     # ------------------------------------------------------------------------------------------ run
     def run(self) -> SearchResult:
@@ -475,18 +616,21 @@ class ParetoSearch:
         study = self.study()
         res = SearchResult(study)
         in_flight: dict[str, _InFlight] = {}
-        res.reconciled, res.reattached = self.reconcile(study, in_flight)
-        if res.reconciled or res.reattached:
-            self._log(f"resumed study {self.study_name!r}: {res.reconciled} trials left RUNNING settled, "
-                      f"{res.reattached} re-attached to jobs still running")
         executor = self.executor if self.executor is not None else _InProcess()
-        done_states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-        asked = len(study.get_trials(deepcopy=False, states=done_states)) + res.reattached
-        while asked < self.n_trials or in_flight:
+        res.reconciled, res.reattached, res.relaunched = self.reconcile(study, in_flight, executor, res)
+        if res.reconciled or res.reattached or res.relaunched:
+            self._log(f"resumed study {self.study_name!r}: {res.reconciled} trials left RUNNING settled, "
+                      f"{res.reattached} re-attached to jobs still running, {res.relaunched} run again "
+                      "(their jobs were gone)")
+        self._evaluated = self._evaluated_points(study, in_flight)
+        asked = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
+        exhausted = False
+        while (self._budget_left(asked) and not exhausted) or in_flight:
             filling = not (self.synchronous and in_flight)  # with a barrier, ask only once the batch is told
-            while filling and asked < self.n_trials and self._n_running(in_flight) < self.max_in_flight:
-                asked += 1
-                self._ask_one(study, executor, in_flight, res)
+            while (filling and not exhausted and self._budget_left(asked)
+                   and self._n_running(in_flight) < self.max_in_flight):
+                exhausted = not self._ask_one(study, executor, in_flight, res)
+                asked += not exhausted
             finished = [k for k, f in in_flight.items() if f.job.done()]
             for key in finished:
                 f = in_flight.pop(key)
@@ -494,10 +638,34 @@ class ParetoSearch:
                 self._finish(study, key, f, res)
             if not finished and in_flight:
                 time.sleep(self.poll_s)
+        if exhausted:
+            self._log(f"search {self.study_name}: no point of the space is left unevaluated "
+                      f"({len(self._evaluated)} evaluated); stopping")
         res.wall_seconds = time.perf_counter() - start
-        self._log(f"search {self.study_name}: {len(study.trials)} trials, {len(pareto_front(study))} on the front; "
-                  f"{res.launched} launched, {res.cache_hits} cache hits, {res.invalid} invalid, {res.failed} failed")
+        res.evaluations = len(self._evaluated)
+        self._log(f"search {self.study_name}: {len(study.trials)} trials, {res.evaluations} distinct points, "
+                  f"{len(pareto_front(study))} on the front; {res.launched} launched, {res.cache_hits} cache hits, "
+                  f"{res.repeats} repeats, {res.invalid} invalid, {res.failed} failed")
         return res
+
+    def _budget_left(self, asked: int) -> bool:
+        return ((self.n_trials is None or asked < self.n_trials)
+                and (self.n_evaluations is None or len(self._evaluated) < self.n_evaluations))
+
+    def _evaluated_points(self, study: optuna.Study, in_flight: Mapping[str, _InFlight]) -> dict[str, int]:
+        """Point key -> the first trial of the study that evaluated it (or evaluates it now). With
+        ``rerun_failed`` a failed point does not count: it may be proposed, and run, again."""
+        out: dict[str, int] = {}
+        for t in study.get_trials(deepcopy=False):
+            key = t.user_attrs.get("key")
+            if not key or key in out:
+                continue
+            if t.state == TrialState.COMPLETE or key in in_flight:
+                out[key] = t.number
+            elif t.state == TrialState.FAIL and (rec := self.store.record(key)) is not None:
+                if rec.get("status") == "ok" or not self.rerun_failed:
+                    out[key] = t.number
+        return out
 
     @staticmethod
     def _n_running(in_flight: Mapping[str, _InFlight]) -> int:
@@ -508,17 +676,104 @@ class ParetoSearch:
             return self.point_of(values)
         return to_point(self.base, values), [f"{k}={v}" for k, v in values.items()]
 
+    def _resolve(self, values: Mapping[str, Any]) -> tuple[ResolvedPoint, list[str]]:
+        """The resolved point of a trial's values and the overrides naming it; raises what resolving raises.
+        Remembered per values: proposals are checked before they become trials, and composing can be slow."""
+        memo = tuple(sorted(values.items()))
+        if memo not in self._points:
+            try:
+                point, overrides = self._to_point(values)
+                self._points[memo] = (resolve(point), overrides)
+            except SearchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- an invalid combination, re-raised to each caller
+                self._points[memo] = exc
+        found = self._points[memo]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def _is_new(self, values: Mapping[str, Any]) -> bool | None:
+        """True: a valid point the study has not evaluated; False: evaluated (or in flight); None: invalid."""
+        try:
+            resolved, _ = self._resolve(values)
+        except SearchError:
+            raise
+        except Exception:  # noqa: BLE001
+            return None
+        return resolved.key not in self._evaluated
+
+    def _propose(self, study: optuna.Study) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """Values for the next trial, what the sampler noted on its proposal (trial system attributes, e.g.
+        NSGA-II's generation), and whether no new point was found (the values then repeat a point the study
+        has evaluated, or every point of the discrete grid is evaluated).
+
+        The sampler (seeded by :func:`resume_seed` for the study as it is now) proposes on an in-memory copy
+        of the study, so that a rejected proposal leaves no trial behind; a proposal whose point is invalid or
+        evaluated already is asked again. After :data:`MAX_PROPOSALS` rejections the unevaluated point of the
+        discrete grid nearest to the last proposal is taken instead; when none is left, the last proposal."""
+        trials = study.get_trials(deepcopy=False)
+        probe = _scratch_study(study.directions, self._make_sampler(len(trials)))
+        probe.add_trials([t for t in trials if t.state != TrialState.WAITING])
+        values: dict[str, Any] = {}
+        noted: dict[str, Any] = {}
+        new: bool | None = None
+        for _ in range(MAX_PROPOSALS):
+            trial = probe.ask()
+            values = suggest(trial, self.params)
+            noted = {k: v for k, v in trial.storage.get_trial_system_attrs(trial._trial_id).items()
+                     if k != "fixed_params"}
+            new = self._is_new(values)
+            if new:
+                return values, noted, False
+            probe.tell(trial, state=TrialState.FAIL)  # a failed trial: the samplers do not learn from it
+        left = self._unevaluated_near(values, len(trials))
+        if left:
+            return left, noted, False
+        # no new point: the grid has none left, or the sampler repeats itself (an invalid last proposal of a
+        # space without a grid becomes an invalid trial, as the sampler gave it)
+        return values, noted, bool(self._grid) or new is False
+
+    def _unevaluated_near(self, proposal: Mapping[str, Any], n_trials: int) -> dict[str, Any] | None:
+        """The valid point of the discrete grid nearest to the sampler's ``proposal`` (fewest parameters
+        changed; ties drawn at random, seeded) that the study has not evaluated. None when none is left, or
+        when the space is continuous or larger than :data:`MAX_GRID`."""
+        if self._grid is None:
+            self._grid = small_grid(self.params, MAX_GRID) or []
+        left = [values for values in self._grid if self._is_new(values)]
+        if not left:
+            return None
+
+        def changed(values: Mapping[str, Any]) -> int:
+            return sum(values.get(k) != proposal.get(k) for k in {*values, *proposal})
+
+        nearest = min(map(changed, left))
+        return random.Random(resume_seed(self.seed, n_trials)).choice([v for v in left if changed(v) == nearest])
+
     def _launch(self, executor, trial: optuna.Trial, resolved: ResolvedPoint, overrides: Sequence[str]):
         if self.launch is not None:
             return self.launch(trial, resolved, overrides)
         return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads))
 
-    def _ask_one(self, study, executor, in_flight: dict[str, _InFlight], res: SearchResult) -> None:
-        trial = study.ask()
+    def _ask_one(self, study, executor, in_flight: dict[str, _InFlight], res: SearchResult) -> bool:
+        """Ask one trial and start (or answer) it; False when no new point is left for an evaluation budget."""
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # enqueued points come first
+            trial = study.ask()
+        else:
+            values, noted, repeat = self._propose(study)
+            if repeat and self.n_evaluations is not None:
+                return False
+            study.enqueue_trial(values)
+            sampler, study.sampler = study.sampler, _CHOSEN  # the values are chosen: no second proposal
+            try:
+                trial = study.ask()
+            finally:
+                study.sampler = sampler
+            for name, value in noted.items():
+                trial.storage.set_trial_system_attr(trial._trial_id, name, value)
         try:
             values = suggest(trial, self.params)
-            point, overrides = self._to_point(values)
-            resolved = resolve(point)
+            resolved, overrides = self._resolve(values)
         except SearchError:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -527,7 +782,7 @@ class ParetoSearch:
             study.tell(trial, state=TrialState.FAIL)
             res.invalid += 1
             self._log(f"trial {trial.number} invalid: {exc}")
-            return
+            return True
         key = resolved.key
         trial.set_user_attr("key", key)
         trial.set_user_attr("point", _point_attr(resolved.point))
@@ -537,19 +792,31 @@ class ParetoSearch:
             self._rerun.add(key)
             self.store.todo([key], rerun_failed=True)  # archives the failure record
             rec = None
+        if key in self._evaluated:  # only once no other point is left (or an enqueued point): not an evaluation
+            trial.set_user_attr("repeat_of", self._evaluated[key])
+            res.repeats += 1
+        else:
+            self._evaluated[key] = trial.number
         if rec is not None:  # computed before (this search, a grid sweep, another search)
             res.cache_hits += 1
             trial.set_user_attr("cache_hit", True)
             self._tell_record(study, trial, rec)
-            return
+            return True
         if key in in_flight:  # the same point is already running for another trial: wait for that job
             in_flight[key].trials.append(trial)
             res.cache_hits += 1
             trial.set_user_attr("cache_hit", True)
-            return
+            return True
+        self._start(study, executor, trial, resolved, overrides, in_flight, res)
+        return True
+
+    def _start(self, study, executor, trial: optuna.Trial, resolved: ResolvedPoint, overrides: Sequence[str],
+               in_flight: dict[str, _InFlight], res: SearchResult) -> None:
+        """Launch a trial's point; a refused submission (sbatch error, ...) is a failure record and FAIL."""
+        key = resolved.key
         try:
             job = self._launch(executor, trial, resolved, overrides)
-        except Exception as exc:  # noqa: BLE001 -- submission refused (sbatch error, ...): FAIL, go on
+        except Exception as exc:  # noqa: BLE001 -- submission refused: FAIL, go on
             self.store.write_failure(failure_summary(resolved, exc))
             self._tell_record(study, trial, self.store.record(key))
             res.failed += 1
@@ -606,13 +873,36 @@ class ParetoSearch:
             self.log(msg)
 
 
+def _scratch_study(directions: Sequence[optuna.study.StudyDirection],
+                   sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """An in-memory study, created without Optuna's "new study created" log line (one per trial otherwise)."""
+    import logging
+
+    storage = optuna.storages.InMemoryStorage()
+    quiet = logging.getLogger("optuna.storages._in_memory")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        storage.create_new_study(list(directions), "proposals")
+    finally:
+        quiet.setLevel(level)
+    return optuna.Study("proposals", storage, sampler=sampler)
+
+
 def _point_attr(point: Point) -> dict[str, Any]:
     """A Point as a JSON-able user attribute (enough to rebuild it when re-attaching after a restart)."""
     return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in asdict(point).items()}
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The study's feasible Pareto-optimal trials (``study.best_trials``), empty before any completes."""
+    """The study's feasible Pareto-optimal points (``study.best_trials``, one trial per point), empty before any
+    trial completes."""
     if not any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
         return []
-    return study.best_trials
+    front, seen = [], set()
+    for t in sorted(study.best_trials, key=lambda t: t.number):  # a repeated point: once, as its first trial
+        key = t.user_attrs.get("key", t.number)
+        if key not in seen:
+            seen.add(key)
+            front.append(t)
+    return front

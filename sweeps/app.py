@@ -100,8 +100,8 @@ def one_line(error: BaseException) -> str:
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
     """Hydra reports what goes wrong while composing through ``run_and_report`` (a multi-line message, or a
-    stack trace); this makes a config error one ``error:`` line and a non-zero exit. Other errors keep
-    Hydra's report."""
+    stack trace); this makes a config error or a filesystem error one ``error:`` line and a non-zero exit.
+    Other errors keep Hydra's report."""
     import hydra._internal.utils as hydra_utils
 
     original = hydra_utils.run_and_report
@@ -114,6 +114,10 @@ def _one_line_errors() -> Iterator[None]:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 raise SystemExit(f"error: {one_line(e)}") from None
+            except OSError as e:  # e.g. Hydra making the run dir of one point in an unwritable sweep_dir
+                from illada.evaluate import os_error_text
+
+                raise SystemExit(f"error: {os_error_text(e)}") from None
 
         return original(compact)
 

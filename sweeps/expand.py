@@ -7,6 +7,8 @@ product of the sweep overrides (Hydra's grammar, as ``-m`` takes them) and of an
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from illada.evaluate import Point, ResolvedPoint
+from illada.evaluate import Point, ResolvedPoint, os_error_text
 from illada.tasks import GENERATION, get_task
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -101,6 +103,30 @@ def culprit(message: str, overrides: Sequence[str]) -> str:
         if o.lstrip("+").startswith("ablation="):
             return o
     return "the defaults (sweeps/conf)"
+
+
+def check_writable(sweep_dir: str | Path) -> None:
+    """Raise :class:`SweepError` naming ``sweep_dir`` and the reason unless this process can create the sweep's
+    files there; nothing is created (a dry run writes nothing)."""
+    sweep_dir = Path(sweep_dir)
+    existing = next(p for p in (sweep_dir, *sweep_dir.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        reason = f"{os.strerror(errno.ENOTDIR)} ({existing})"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        reason = f"{os.strerror(code)} ({existing})"
+    else:
+        return
+    raise SweepError(f"sweep_dir={sweep_dir}: cannot write the sweep's files there: {reason}; "
+                     "choose another sweep_dir=... (or ILLADA_SWEEP_ROOT)")
+
+
+def os_error_line(error: OSError, sweep_dir: str | Path | None) -> str:
+    """One line for a filesystem error of the sweep driver: the file, the errno text, the sweep directory."""
+    hint = ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        hint = "; free space or fix the permissions, then run the same command again to resume"
+    return f"{os_error_text(error)} (sweep_dir={sweep_dir}){hint}"
 
 
 def grids(parser: OverridesParser, base: DictConfig, cli: Sequence[Override]) -> list[list[list[str]]]:

@@ -43,7 +43,7 @@ class GridSweeperConf:
     dry_run: bool = False  # validate and print the plan with each point's state; run and write nothing
     wait: bool = True  # false: submit and exit (`illada-status` follows; the same command resumes)
     poll_s: float = 5.0  # how often submitted jobs are checked
-    lost_after_s: float = 60.0  # a Slurm job gone from squeue with no sacct state this long is lost
+    lost_after_s: float = 60.0  # fallback: a Slurm job gone from squeue that sacct still does not know is lost
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
 
 
@@ -56,7 +56,10 @@ class GridSweeper(IlladaSweeper):
 
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, arguments: list[str]) -> Plan:
-        """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong."""
+        """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong.
+        The sweep directory is checked to be writable first (unless ``dry_run``)."""
+        from illada.loading import DeviceUnavailableError
+
         self._check_options()
         parser = self.parser()
         try:
@@ -66,29 +69,37 @@ class GridSweeper(IlladaSweeper):
             axes = grids(parser, base, parsed)
         except (HydraException, OmegaConfBaseException) as e:
             raise SweepError(str(e).strip()) from None
+        self.sweep_root(base, write=not self.conf["dry_run"])  # before validating a large sweep
         plan = Plan(base=base, points=[], fixed=fixed)
         errors: list[str] = []
+        causes: set[str] = set()
         seen: set[str] = set()
         combos = [combo for grid in axes for combo in itertools.product(*grid)]
         for i, combo in enumerate(combos):
             own = list(combo)
             try:
                 resolved = self.validate(self.compose(fixed + own))
-            except (ValueError, OSError) as e:
+            except (ValueError, OSError, DeviceUnavailableError) as e:
                 message = str(e).strip()
-                errors.append(f"point {i + 1}/{len(combos)} [{' '.join(own) or 'no sweep overrides'}]: caused by "
-                              f"{culprit(message, fixed + own)!r}: {message}")
+                cause = f"caused by {culprit(message, fixed + own)!r}: {message}"
+                causes.add(cause)
+                errors.append(f"point {i + 1}/{len(combos)} [{' '.join(own) or 'no sweep overrides'}]: {cause}")
                 continue
             if resolved.key in seen:
                 plan.duplicates += 1
                 continue
             seen.add(resolved.key)
             plan.points.append(PlannedPoint(own, resolved))
+        skip = "pass hydra.sweeper.on_invalid=skip to drop invalid points"
+        if errors and self.conf["on_invalid"] != "skip" and len(causes) == 1 and "\n" not in next(iter(causes)):
+            # one cause (a model that cannot be described, a device that is not there): one line says it all
+            raise SweepError(f"{'all ' if len(errors) == len(combos) else ''}{len(errors)} of {len(combos)} points "
+                             f"are invalid, {next(iter(causes))}; nothing was run ({skip})")
         if errors and self.conf["on_invalid"] != "skip":
             shown = "\n  ".join(errors[:10])
             more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
             raise SweepError(f"{len(errors)} of {len(combos)} points are invalid; nothing was run:\n  {shown}{more}\n"
-                             "(fix the overrides, or pass hydra.sweeper.on_invalid=skip to drop invalid points)")
+                             f"(fix the overrides, or {skip})")
         plan.invalid = errors
         return plan
 
@@ -111,7 +122,7 @@ class GridSweeper(IlladaSweeper):
         start = time.perf_counter()
         plan = self.plan(arguments)
         c, cfg = self.conf, plan.base
-        store = SweepStore(self.sweep_root(cfg))
+        store = SweepStore(self.root)
         _report_plan(plan, time.perf_counter() - start)
         keys = [p.resolved.key for p in plan.points]
         if c["dry_run"]:
@@ -121,7 +132,10 @@ class GridSweeper(IlladaSweeper):
         self.save_multirun(store.root)
         for p in plan.points:
             store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
-        todo = set(store.todo(keys, rerun_failed=c["rerun_failed"]))
+        store.set_current_plan(keys)  # status and analysis count these points; other records become superseded
+        triage = store.triage(keys, rerun_failed=c["rerun_failed"])
+        _report_triage(store, triage, c["rerun_failed"])
+        todo = set(triage.todo)
         points = [p.resolved for p in plan.points if p.resolved.key in todo]
         threads = cfg.get("threads")
         groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, c["points_per_job"])]
@@ -164,3 +178,22 @@ def _report_plan(plan: Plan, seconds: float) -> None:
                   "multiple-choice task)")
     print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
+
+
+def _report_triage(store, triage, rerun_failed: bool) -> None:
+    """Say what the store was made to do before the run: damaged records set aside, failures to rerun."""
+    from illada.store import FAILED
+
+    if triage.corrupt:
+        print(f"{len(triage.corrupt)} unreadable records (cut short by a crash?) moved to {store.archive_dir} "
+              f"as *.corrupt; their points run again: {' '.join(triage.corrupt[:5])}")
+    if not rerun_failed:
+        return
+    old = [k for k in store.status().superseded if store.state(k) == FAILED]
+    left = (f"; {len(old)} failure records of superseded points (no longer in the plan) left as they are"
+            if old else "")
+    if triage.rerun:
+        print(f"--rerun-failed: rerunning {len(triage.rerun)} failed points (their failure records moved to "
+              f"{store.archive_dir}){left}")
+    else:
+        print(f"--rerun-failed: no failed point in the current plan, nothing to rerun{left}")

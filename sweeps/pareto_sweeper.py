@@ -46,7 +46,8 @@ class ParetoSweeperConf:
     sampler: str = "tpe"  # tpe | nsga2 | gp | random
     sampler_options: Dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = 0
-    n_trials: int = 32  # in the study, over every run of the same command
+    n_trials: Optional[int] = 32  # trials in the study, over every run of the same command (null: no limit)
+    n_evaluations: Optional[int] = None  # distinct points evaluated in the study, over every run (null: no limit)
     max_in_flight: int = 4
     storage: Optional[str] = None  # null: {sweep_dir}/optuna.journal; a path (journal) or an RDB URL
     study_name: Optional[str] = None  # null: the config's `name`
@@ -102,9 +103,11 @@ class ParetoSweeper(IlladaSweeper):
         root = self.sweep_root(base)
         # jobs may start in another working directory: they get the absolute store path
         fixed = [o for o in fixed if not o.startswith("sweep_dir=")] + [f"sweep_dir={root}"]
+        from illada.loading import DeviceUnavailableError
+
         try:
-            self.validate(base)  # a bad model, task or dtype stops here, before any trial
-        except (ValueError, OSError) as e:
+            self.validate(base)  # a bad model, task, dtype or device stops here, before any trial
+        except (ValueError, OSError, DeviceUnavailableError) as e:
             raise SweepError(f"the base config is invalid: {e}") from None
 
         conf = dict(self.conf)
@@ -164,8 +167,9 @@ class ParetoSweeper(IlladaSweeper):
         front = [{"number": t.number, "key": t.user_attrs.get("key"), "params": t.params,
                   "values": dict(zip([o.name for o in search.objs], t.values))} for t in pareto_front(res.study)]
         summary = {"study_name": search.study_name, "storage": str(search.storage or root / "optuna.journal"),
-                   "trials": len(res.study.trials), "launched": res.launched, "cache_hits": res.cache_hits,
-                   "invalid": res.invalid, "failed": res.failed, "front": front}
+                   "trials": len(res.study.trials), "evaluations": res.evaluations, "launched": res.launched,
+                   "cache_hits": res.cache_hits, "repeats": res.repeats, "invalid": res.invalid,
+                   "failed": res.failed, "front": front}
         atomic_write_text(root / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
         log.info(f"Pareto front ({len(front)} trials) in {root / 'optimization_results.yaml'}")
         if self.conf.get("plot", True):

@@ -6,13 +6,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from illada.records import CorruptFileError
 from illada.store import SweepStore
 
 
 def records_frame(store: SweepStore) -> pd.DataFrame:
-    """One row per finished point: task, label (its sweep overrides), accuracy with CI, latency."""
+    """One row per finished point of the current plan (every point where the sweep has none): task, label (its
+    sweep overrides), accuracy with CI, latency."""
+    try:
+        current = store.current_plan()
+    except CorruptFileError:  # illada-status reports it; plot every point meanwhile
+        current = None
+    keep = None if current is None else set(current)
     rows = []
     for rec in store.records("ok"):
+        if keep is not None and rec["key"] not in keep:
+            continue
         label = " ".join(store.plan_of(rec["key"]).get("overrides", []))
         q, c = rec["quality"], rec["cost"]
         rows.append({"key": rec["key"], "task": rec["settings"]["task"], "label": label or rec["key"],

@@ -24,7 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps.expand import SweepError, to_point
+from sweeps.expand import SweepError, check_writable, os_error_line, to_point
 from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class IlladaSweeper(Sweeper):
         self.launcher = None
         self._composed: dict[tuple[str, ...], DictConfig] = {}
         self._described: dict[str, tuple] = {}
+        self.root: Path | None = None  # the sweep's results store, once known
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -55,13 +56,16 @@ class IlladaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        """Hydra's entry: :meth:`run`, with a sweep that cannot run reported as one ``error:`` line."""
+        """Hydra's entry: :meth:`run`, with a sweep that cannot run reported as one ``error:`` line (a
+        filesystem error too: a full disk, a read-only or vanished sweep dir)."""
         from illada.search import SearchError
 
         try:
             return self.run(list(arguments))
         except (SweepError, SearchError) as e:
             raise SystemExit(f"error: {e}") from None
+        except OSError as e:
+            raise SystemExit(f"error: {os_error_line(e, self.root)}") from None
 
     def run(self, arguments: list[str]) -> Any:
         raise NotImplementedError
@@ -102,24 +106,33 @@ class IlladaSweeper(Sweeper):
             raise SweepError(str(e).strip()) from None
         return cfg
 
-    def sweep_root(self, base: DictConfig) -> Path:
-        """The absolute results store (jobs may start in another working directory)."""
+    def sweep_root(self, base: DictConfig, write: bool = True) -> Path:
+        """The absolute results store (jobs may start in another working directory). With ``write``, checked
+        to be writable before anything is validated or submitted (a dry run writes nothing)."""
         if "sweep_dir" not in base:
             raise SweepError("sweep_dir: the config needs a sweep_dir (the results store of the sweep)")
-        return Path(str(base.sweep_dir)).resolve()
+        self.root = Path(str(base.sweep_dir)).resolve()
+        if write:
+            check_writable(self.root)
+        return self.root
 
     def validate(self, cfg: DictConfig):
-        """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes; raises ``ValueError`` (or
-        ``OSError`` for a model that cannot be read) naming the field at fault."""
-        from illada.evaluate import resolve
-        from illada.loading import describe, resolve_model
+        """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes; raises ``ValueError``,
+        ``OSError`` (a model that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
+
+        In process (Hydra's basic launcher) this process is the job host, so a point whose device is not here
+        (``model.device=cuda`` without CUDA) is invalid; submitted jobs check it on their node."""
+        from illada.evaluate import model_limits, resolve
+        from illada.loading import check_device, resolve_model
 
         point = to_point(cfg)
         model = resolve_model(point.model)
         if model not in self._described:
-            model_cfg, _, ids = describe(model)
-            self._described[model] = (ids, model_cfg.max_seq_len)
-        return resolve(point, *self._described[model])
+            self._described[model] = model_limits(model)
+        resolved = resolve(point, *self._described[model])
+        if self.in_process:
+            check_device(point.device)
+        return resolved
 
     # ---------------------------------------------------------------------------------------------- jobs
     def executor(self):

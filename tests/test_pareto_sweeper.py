@@ -60,6 +60,21 @@ def test_search_in_process_end_to_end_and_resume(tiny_model, tmp_path, conf):
     assert len(store.records()) == len({t.user_attrs["key"] for t in study.trials})  # one record per point
 
 
+def test_resume_runs_new_points_and_a_budget_in_evaluations(tiny_model, tmp_path, conf):
+    """The same command again with a bigger budget evaluates points the study has not seen (it used to replay
+    its first trials as cache hits); `n_evaluations` counts distinct points."""
+    write_search(conf, n_trials=4, sampler="tpe")
+    args = search_args(tiny_model, tmp_path / "sweep", conf)
+    run_search(args)
+    out = run_search(args + ["hydra.sweeper.n_trials=null", "hydra.sweeper.n_evaluations=8"])
+    study = load_study(tmp_path / "sweep")
+    keys = [t.user_attrs.get("key") for t in study.trials]
+    assert len(keys) == len(set(keys)) == 8  # the whole 8-point space, no point twice
+    assert "4 launched, 0 cache hits, 0 repeats" in out.stdout + out.stderr, out.stderr[-2000:]
+    results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert results["evaluations"] == 8 and results["repeats"] == 0
+
+
 @pytest.mark.slow
 def test_trials_run_as_submitit_jobs_two_in_flight(tiny_model, tmp_path, conf):
     write_search(conf, n_trials=4)

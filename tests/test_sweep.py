@@ -127,12 +127,12 @@ def test_dry_run_writes_nothing(tiny_model, tmp_path, capsys):
 @pytest.mark.parametrize("args, line", [
     (["-m", "sampler.stepz=4"], "error: Could not override 'sampler.stepz'"),       # Hydra composing the sweep
     (["sampler.steps=8,4"], "error: Ambiguous value for argument 'sampler.steps=8,4'"),  # a sweep needs -m
-    (["-m", "sampler.steps=8,3", "sampler.block_length=4"], "error: 1 of 2 points are invalid; nothing was run:"),
+    (["-m", "sampler.steps=8,3", "sampler.block_length=4"], "error: 1 of 2 points are invalid, caused by 'sampler.st"),
     (["sampler.steps=3", "sampler.block_length=4"], "error: the point is invalid, caused by 'sampler.steps=3'"),
     (["-m", "hydra/launcher=nope"], "error: In 'hydra/config': Could not find 'hydra/launcher/nope'"),
 ])
 def test_command_errors_are_one_line(args, line, tiny_model, tmp_path):
     with pytest.raises(SystemExit) as err:
         main([*_base(tiny_model, tmp_path), *args])
-    assert str(err.value).startswith(line) and ("\n" not in str(err.value) or "points are invalid" in line)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
     assert not (tmp_path / "sweep" / "records").exists() and not (tmp_path / "sweep" / "points").exists()

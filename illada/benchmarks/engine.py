@@ -111,25 +111,40 @@ def bench_forward(cfg: ModelConfig, device: str, dtype: torch.dtype, shapes: lis
 
 
 class Roofline:
-    """Lower bound of a forward: max(weight bytes / measured bandwidth, FLOPs / measured matmul peak)."""
+    """Lower bound of a forward: max(weight bytes / measured bandwidth, FLOPs / measured matmul peak).
 
-    def __init__(self, device: str, dtype: torch.dtype) -> None:
-        n = 1 << 28  # 512 MiB of bf16 per buffer: far beyond any cache
-        a = torch.empty(n, dtype=dtype, device=device)
+    The ceilings are measured on ``device``: a device-to-device copy of ``copy_elems`` elements (bytes read plus
+    written) and a ``matmul_n``-cubed matrix product on random data.
+    """
+
+    def __init__(self, device: str, dtype: torch.dtype, copy_elems: int = 1 << 28, matmul_n: int = 8192) -> None:
+        # defaults: 512 MiB of bf16 per buffer, far beyond any cache; a product that fills the chip
+        a = torch.empty(copy_elems, dtype=dtype, device=device)
         b = torch.empty_like(a)
         t = time_call(lambda: b.copy_(a), device=device, warmup=2, repeats=10)
         self.bandwidth = 2 * a.numel() * a.element_size() / t.median_s  # read + write
-        m = torch.randn(8192, 8192, dtype=dtype, device=device)
+        m = torch.randn(matmul_n, matmul_n, dtype=dtype, device=device)
         t = time_call(lambda: m @ m, device=device, warmup=2, repeats=10)
-        self.flops = 2 * 8192**3 / t.median_s
+        self.flops = 2 * matmul_n**3 / t.median_s
         del a, b, m
 
-    def seconds(self, cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype) -> float:
-        weight_bytes = cfg.num_parameters * torch.finfo(dtype).bits // 8
-        tokens = batch * seq
-        dense = 2 * tokens * (cfg.num_parameters - cfg.vocab_size * cfg.dim)  # all matmuls but the embedding lookup
-        attention = 4 * batch * seq * seq * cfg.n_heads * cfg.head_dim * cfg.n_layers
-        return max(weight_bytes / self.bandwidth, (dense + attention) / self.flops)
+    @staticmethod
+    def matmul_parameters(cfg: ModelConfig) -> int:
+        """Weights a forward multiplies with: all but an untied embedding table (a lookup); a tied table is
+        the output head and counts once."""
+        return cfg.num_parameters - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
+
+    def memory_seconds(self, cfg: ModelConfig, dtype: torch.dtype) -> float:
+        return self.matmul_parameters(cfg) * (torch.finfo(dtype).bits // 8) / self.bandwidth
+
+    def compute_seconds(self, cfg: ModelConfig, batch: int, seq: int, kv_len: int | None = None) -> float:
+        """FLOPs of ``seq`` fed tokens per row attending over ``kv_len`` keys (default ``seq``) / matmul peak."""
+        dense = 2 * batch * seq * self.matmul_parameters(cfg)
+        attention = 4 * batch * seq * (kv_len or seq) * cfg.n_heads * cfg.head_dim * cfg.n_layers
+        return (dense + attention) / self.flops
+
+    def seconds(self, cfg: ModelConfig, batch: int, seq: int, dtype: torch.dtype, kv_len: int | None = None) -> float:
+        return max(self.memory_seconds(cfg, dtype), self.compute_seconds(cfg, batch, seq, kv_len))
 
 
 def markdown(rows: list[dict]) -> str:
