@@ -7,7 +7,7 @@
     illada-sweep -m +ablation=frontier --rerun-failed    # = hydra.sweeper.rerun_failed=true (resume, retry failures)
     illada-sweep -m +ablation=frontier --dry-run         # = hydra.sweeper.dry_run=true (validate, show the plan)
     illada-sweep -m +ablation=search                     # Pareto search (the ablation sets hydra/sweeper=illada_pareto)
-    illada-sweep --help | --info | --cfg job | -m ... --cfg hydra    # Hydra's own
+    illada-sweep --help | --hydra-help | --info | --cfg job | --cfg hydra    # Hydra's own
 
 A multirun is done by ``hydra/sweeper``: ``illada_grid`` (default, :mod:`sweeps.grid_sweeper`), ``illada_pareto``
 (:mod:`sweeps.pareto_sweeper`) or Hydra's ``basic`` (one Hydra job per point, through :func:`evaluate_point`).
@@ -48,10 +48,11 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
     from illada.store import SweepStore
     from sweeps.expand import to_point
 
+    one_point = HydraConfig.get().mode == RunMode.RUN  # else a job of a multirun: its sweeper reports errors
     try:
         resolved = resolve(to_point(cfg))
     except (ValueError, OSError) as e:
-        if HydraConfig.get().mode != RunMode.RUN:  # a job of a multirun: its sweeper reports it
+        if not one_point:
             raise
         message = " ".join(str(e).split())
         blame = culprit(message, list(HydraConfig.get().overrides.task))
@@ -61,7 +62,10 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
     rec = store.record(resolved.key) or {}
     if rec.get("status") != "ok":
         err = rec.get("error") or {}
-        raise RuntimeError(f"point {resolved.key} failed: {err.get('type')}: {err.get('message')}")
+        failed = f"point {resolved.key} failed: {err.get('type')}: {err.get('message')}"
+        if one_point:
+            raise SystemExit(f"error: {' '.join(failed.split())} (its failure record is in {store.records_dir})")
+        raise RuntimeError(failed)
     out = {"key": resolved.key, "status": rec["status"], "accuracy": rec["quality"]["value"],
            "seconds_per_sample": rec["cost"]["seconds_per_sample"], "nfe_per_sample": rec["cost"]["nfe_per_sample"]}
     print(out)

@@ -136,3 +136,21 @@ def test_command_errors_are_one_line(args, line, tiny_model, tmp_path):
         main([*_base(tiny_model, tmp_path), *args])
     assert str(err.value).startswith(line) and "\n" not in str(err.value)
     assert not (tmp_path / "sweep" / "records").exists() and not (tmp_path / "sweep" / "points").exists()
+
+
+def test_one_point_without_m_records_it_and_a_failure_is_one_line(tiny_model, tmp_path):
+    """No -m: a Hydra run of one point into the store; a point that fails keeps its failure record and the
+    command ends with one error line."""
+    import shutil
+
+    main([*_base(tiny_model, tmp_path), "sampler.steps=4"])
+    (rec,) = SweepStore(tmp_path / "sweep").records()
+    assert rec["settings"]["sampler"]["steps"] == 4
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # the config reads, the weights do not load
+    with pytest.raises(SystemExit) as err:
+        main([f"model.path={broken}", f"sweep_dir={tmp_path / 'b'}", "task.limit=4"])
+    assert str(err.value).startswith("error: point ") and " failed: " in str(err.value) and "\n" not in str(err.value)
+    assert SweepStore(tmp_path / "b").records(status="failed")
