@@ -7,8 +7,8 @@ invalid trial is told FAIL with the reason and never launched), and runs it as a
 ``concurrent.futures`` executor). Up to ``max_in_flight`` trials run at once; each finished trial is told
 at once and a new one asked (no batch barrier). Trials share the results store of grid sweeps
 (:class:`illada.store.SweepStore`), so a point already computed is a cache hit, not a new job. The Hydra
-sweeper ``hydra/sweeper=illada_pareto`` (``sweeps/pareto_sweeper.py``, ``illada-search``) runs this loop with
-Hydra composing the points and Hydra's submitit launcher running them.
+sweeper ``hydra/sweeper=illada_pareto`` (``sweeps/pareto_sweeper.py``, ``illada-sweep -m +ablation=search``) runs
+this loop with Hydra composing the points and Hydra's submitit launcher running them.
 
 Search space (plain dict; the YAML ``hydra.sweeper.space`` block has the same shape)::
 

@@ -12,7 +12,8 @@ other; files get the usual ``0o666`` minus the umask, so teammates can read a sw
     jobs/{job}.json        one file per job attempt: host, GPUs, load and evaluation seconds (GPU-hours)
     archive/               failure records set aside when their points are run again (``rerun_failed``), and
                            unreadable records (``*.json.corrupt``) set aside when their points are run again
-    logs/                  submitit's job folders (scripts, stdout/stderr)
+    .submitit/             submitit's job folders (scripts, stdout/stderr; hydra.launcher.submitit_folder)
+    multirun.yaml          the config of the Hydra multirun that last ran here
 
 A point is *done* when its record says ok, *failed* when its record says failed, *corrupt* when its record
 cannot be read (cut short by a crash: it runs again), *running* while its marker exists, and *missing*
@@ -118,7 +119,6 @@ class SweepStore:
         self.running_dir = self.root / "running"
         self.jobs_dir = self.root / "jobs"
         self.archive_dir = self.root / "archive"
-        self.logs_dir = self.root / "logs"
         self.plan_path = self.root / PLAN_FILE
 
     # ---------------------------------------------------------------------------------------------- plan

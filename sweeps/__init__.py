@@ -1,5 +1,5 @@
-"""Hydra side of illada's sweeps: configs (``sweeps/conf``), the ``illada-sweep`` driver, the ``illada-search``
-Pareto sweeper, launchers, plots.
+"""Hydra side of illada's sweeps: the ``illada-sweep`` Hydra app, its configs (``sweeps/conf``), our sweepers
+(``illada_grid``, ``illada_pareto``), the launcher -> executor mapping, plots.
 
 Library code in ``illada/`` never imports this package or Hydra.
 """

@@ -1,140 +1,183 @@
-"""``illada-sweep``: expand a sweep, validate every point, run what is not finished, plot the frontier.
+"""``illada-sweep``: the Hydra app of illada's sweeps and searches (primary config ``sweeps/conf/config.yaml``).
 
-    illada-sweep +ablation=frontier                              # the README's sweep, on this machine
-    illada-sweep +ablation=steps_blocks launcher=slurm launcher.partition=gpu model=llada-8b-base
-    illada-sweep sampler.steps=8,4,2 sampler.remasking=low_confidence,random task.limit=100
-    illada-sweep +ablation=frontier --rerun-failed               # same command again: resume
-    illada-sweep +ablation=frontier --dry-run                    # validate and show the plan only
-    illada-sweep +ablation=frontier --cfg                        # print the composed base config
+    illada-sweep sampler.steps=4 task.limit=100                        # one point (a Hydra run)
+    illada-sweep -m +ablation=frontier                                 # the README's sweep, in this process
+    illada-sweep -m sampler.steps=8,4,2 sampler.remasking=low_confidence,random task.limit=100
+    illada-sweep -m +ablation=scoring model=illada-8b-base hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+    illada-sweep -m +ablation=frontier --rerun-failed    # = hydra.sweeper.rerun_failed=true (resume, retry failures)
+    illada-sweep -m +ablation=frontier --dry-run         # = hydra.sweeper.dry_run=true (validate, show the plan)
+    illada-sweep -m +ablation=search                     # Pareto search (the ablation sets hydra/sweeper=illada_pareto)
+    illada-sweep --help | --hydra-help | --info | --cfg job | --cfg hydra    # Hydra's own
 
-Why a driver and not ``-m`` with a Hydra launcher: Hydra launches one job per point and waits for a whole
-batch, so points could not share a model load, a sweep could not be checked before submission, and one
-killed job aborts the multirun. Here Hydra composes every point (same override grammar as ``-m``), all
-points are resolved first, points of one model are grouped ``launcher.points_per_job`` to a job, and the jobs
-are submitted with submitit (arrays below Slurm's MaxArraySize) and collected as they finish.
+A multirun is done by ``hydra/sweeper``: ``illada_grid`` (default, :mod:`sweeps.grid_sweeper`), ``illada_pareto``
+(:mod:`sweeps.pareto_sweeper`) or Hydra's ``basic`` (one Hydra job per point, through :func:`evaluate_point`).
+Jobs run where ``hydra/launcher`` says (``basic`` = this process, ``submitit_local``, ``submitit_slurm``, site
+profiles under ``hydra/launcher/``). ``--rerun-failed``, ``--dry-run``, ``--no-wait`` and ``--no-plot`` are
+shorthands for the ``hydra.sweeper.*`` overrides in :data:`FLAGS`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-import time
-from pathlib import Path
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
-from omegaconf import OmegaConf
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from illada.launch import collect, slurm_max_array_size, submit
-from illada.runner import PointGroup, group_points, run_inprocess
-from illada.store import FAILED, SweepStore, Triage
-from sweeps.expand import Plan, SweepError, base_config, check_writable, os_error_line, plan_sweep
-from sweeps.launchers import launcher_from_config
+from sweeps.expand import CONF_DIR, Plan, SweepError, culprit, register_ablations
 
-FLAGS = {"--rerun-failed": "rerun_failed=true", "--dry-run": "dry_run=true", "--no-wait": "launcher.wait=false",
-         "--no-plot": "plot=false"}
-
-
-def run(overrides: list[str]) -> SweepStore:
-    """Run the sweep the overrides describe and return its store; raises :class:`SweepError`."""
-    start = time.perf_counter()
-    plan = plan_sweep(overrides)
-    cfg = plan.base
-    cfg.sweep_dir = str(Path(cfg.sweep_dir).resolve())  # jobs may start in another working directory
-    launcher = launcher_from_config(cfg.launcher)
-    store = SweepStore(cfg.sweep_dir)
-    _report_plan(plan, time.perf_counter() - start)
-    keys = [p.resolved.key for p in plan.points]
-    if cfg.dry_run:
-        for p in plan.points:
-            print(f"  {p.resolved.key}  {store.state(p.resolved.key):8s} {' '.join(p.overrides)}")
-        return store
-    for p in plan.points:
-        store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
-    store.set_current_plan(keys)  # status and analysis count these points; other records become superseded
-    triage = store.triage(keys, rerun_failed=cfg.rerun_failed)
-    _report_triage(store, triage, cfg.rerun_failed)
-    todo = set(triage.todo)
-    points = [p.resolved for p in plan.points if p.resolved.key in todo]
-    groups = [PointGroup(store.root, g, threads=launcher.threads) for g in group_points(points, launcher.points_per_job)]
-    print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
-          f"({launcher.cluster}) into {store.root}")
-    if groups and launcher.cluster == "inprocess":
-        run_inprocess(groups)
-    elif groups:
-        executor = launcher.executor()
-        max_array = launcher.max_array_size or (slurm_max_array_size() if launcher.cluster == "slurm" else len(groups))
-        submitted = submit(executor, groups, max_array)
-        ids = sorted({s.job.job_id.split("_")[0] for s in submitted})
-        print(f"submitted {len(submitted)} jobs in {len(ids)} arrays: {' '.join(ids)} (logs in {store.logs_dir})")
-        if not launcher.wait:
-            print(f"not waiting: follow with `illada-status {store.root}`, resume with the same command")
-            return store
-        counts = collect(submitted, store, poll_s=launcher.poll_s, lost_after_s=launcher.lost_after_s)
-        if counts["jobs_failed"]:
-            print(f"{counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
-    status = store.status()
-    print(status.line())
-    if status.failed:
-        print(f"failed points: `illada-status {store.root} --failed`; rerun them with --rerun-failed")
-    if cfg.plot:
-        from sweeps.plot import pareto_plot
-
-        path = pareto_plot(store)
-        if path:
-            print(f"Pareto plot: {path}")
-    print(f"sweep wall time: {time.perf_counter() - start:.1f} s")
-    return store
+FLAGS = {"--rerun-failed": "hydra.sweeper.rerun_failed=true", "--dry-run": "hydra.sweeper.dry_run=true",
+         "--no-wait": "hydra.sweeper.wait=false", "--no-plot": "hydra.sweeper.plot=false"}
 
 
-def _report_plan(plan: Plan, seconds: float) -> None:
-    extra = ""
-    if plan.invalid:
-        extra += f"; skipped {len(plan.invalid)} invalid (on_invalid=skip):\n  " + "\n  ".join(plan.invalid[:5])
-    if plan.duplicates:
-        extra += (f"; {plan.duplicates} duplicates dropped (settings a task does not read, e.g. sampler.* for a "
-                  "multiple-choice task)")
-    print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
+def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
+    """The Hydra task: evaluate the point a composed config describes into ``cfg.sweep_dir`` (nothing when it
+    has a record); returns the record's key, status and objectives. A failing point leaves a failure record
+    and raises. This is one point without ``-m``, a job of ``hydra/sweeper=basic`` and a search trial."""
+    from pathlib import Path
 
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-def _report_triage(store: SweepStore, triage: Triage, rerun_failed: bool) -> None:
-    """Say what the store was made to do before the run: damaged records set aside, failures to rerun."""
-    if triage.corrupt:
-        print(f"{len(triage.corrupt)} unreadable records (cut short by a crash?) moved to {store.archive_dir} "
-              f"as *.corrupt; their points run again: {' '.join(triage.corrupt[:5])}")
-    if not rerun_failed:
-        return
-    old = [k for k in store.status().superseded if store.state(k) == FAILED]
-    left = (f"; {len(old)} failure records of superseded points (no longer in the plan) left as they are"
-            if old else "")
-    if triage.rerun:
-        print(f"--rerun-failed: rerunning {len(triage.rerun)} failed points (their failure records moved to "
-              f"{store.archive_dir}){left}")
-    else:
-        print(f"--rerun-failed: no failed point in the current plan, nothing to rerun{left}")
+    from illada.evaluate import resolve
+    from illada.runner import PointGroup
+    from illada.store import SweepStore
+    from sweeps.expand import to_point
 
-
-def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        print(__doc__)
-        return
-    show_cfg = "--cfg" in args
-    overrides = [FLAGS.get(a, a) for a in args if a != "--cfg"]
-    unknown = [a for a in overrides if a.startswith("--")]
-    if unknown:
-        raise SystemExit(f"error: unknown flag {unknown[0]}; flags: --cfg {' '.join(FLAGS)}")
-    sweep_dir = None
+    one_point = HydraConfig.get().mode == RunMode.RUN  # else a job of a multirun: its sweeper reports errors
     try:
-        if show_cfg:
-            print(OmegaConf.to_yaml(plan_sweep(overrides).base, resolve=True))
-            return
-        base = base_config(overrides)
-        sweep_dir = Path(base.sweep_dir).resolve()
-        if not base.dry_run:  # before validating a large sweep or submitting anything
-            check_writable(sweep_dir)
-        run(overrides)
-    except SweepError as e:
-        raise SystemExit(f"error: {e}") from None
-    except OSError as e:  # a full disk, a read-only or vanished sweep dir (ENOSPC, EROFS, EACCES, ...)
-        raise SystemExit(f"error: {os_error_line(e, sweep_dir)}") from None
+        resolved = resolve(to_point(cfg))
+    except (ValueError, OSError) as e:
+        if not one_point:
+            raise
+        message = " ".join(str(e).split())
+        blame = culprit(message, list(HydraConfig.get().overrides.task))
+        raise SystemExit(f"error: the point is invalid, caused by {blame!r}: {message}; nothing was run") from None
+    store = SweepStore(Path(str(cfg.sweep_dir)).resolve())
+    PointGroup(store.root, [resolved], threads=cfg.get("threads"))()
+    rec = store.record(resolved.key) or {}
+    if rec.get("status") != "ok":
+        err = rec.get("error") or {}
+        failed = f"point {resolved.key} failed: {err.get('type')}: {err.get('message')}"
+        if one_point:
+            raise SystemExit(f"error: {' '.join(failed.split())} (its failure record is in {store.records_dir})")
+        raise RuntimeError(failed)
+    out = {"key": resolved.key, "status": rec["status"], "accuracy": rec["quality"]["value"],
+           "seconds_per_sample": rec["cost"]["seconds_per_sample"], "nfe_per_sample": rec["cost"]["nfe_per_sample"]}
+    print(out)
+    return out
+
+
+register_ablations()  # `+ablation=NAME` selects ablations/NAME.yaml
+# an absolute path: as a console script Hydra would look for a `sweeps.conf` package instead of the folder
+hydra_main = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)(evaluate_point)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console script: Hydra's command line, plus the shorthand flags of :data:`FLAGS`; a config Hydra
+    cannot compose is one ``error:`` line (``HYDRA_FULL_ERROR=1`` shows Hydra's own report)."""
+    args = [FLAGS.get(a, a) for a in (sys.argv[1:] if argv is None else argv)]
+    # `-m` anywhere, as users write it (Hydra's argparse takes overrides only as one run of arguments)
+    args = sorted(args, key=lambda a: a not in ("-m", "--multirun"))
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "illada-sweep", *args]  # hydra.main reads its command line from sys.argv
+    try:
+        with _one_line_errors():
+            hydra_main()
+    finally:
+        sys.argv = saved
+
+
+def one_line(error: BaseException) -> str:
+    """A Hydra or OmegaConf error (several lines, and the OmegaConf error it wraps) as one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = error.__cause__
+    if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
+        lines.append(f"({str(cause).strip().splitlines()[0]})")
+    return " ".join(lines)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Hydra reports what goes wrong while composing through ``run_and_report`` (a multi-line message, or a
+    stack trace); this makes a config error or a filesystem error one ``error:`` line and a non-zero exit.
+    Other errors keep Hydra's report."""
+    import hydra._internal.utils as hydra_utils
+
+    original = hydra_utils.run_and_report
+
+    def report(func):
+        def compact():
+            try:
+                return func()
+            except (HydraException, OmegaConfBaseException) as e:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                raise SystemExit(f"error: {one_line(e)}") from None
+            except OSError as e:  # e.g. Hydra making the run dir of one point in an unwritable sweep_dir
+                from illada.evaluate import os_error_text
+
+                raise SystemExit(f"error: {os_error_text(e)}") from None
+
+        return original(compact)
+
+    hydra_utils.run_and_report = report
+    try:
+        yield
+    finally:
+        hydra_utils.run_and_report = original
+
+
+# ------------------------------------------------------------------------------------ programmatic entries
+@contextmanager
+def grid_sweeper(overrides: Sequence[str]) -> Iterator[tuple[Any, list[str]]]:
+    """The sweeper ``illada-sweep -m OVERRIDES`` would run, set up exactly as Hydra sets it up, and its
+    arguments (the task overrides)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import JobRuntime
+    from hydra.errors import HydraException
+    from hydra.types import HydraContext, RunMode
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hydra._internal.callbacks import Callbacks
+    from sweeps.grid_sweeper import GridSweeper
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None, job_name="app"):
+        gh = GlobalHydra.instance()
+        try:
+            cfg = gh.hydra.compose_config("config", list(overrides), run_mode=RunMode.MULTIRUN,
+                                          with_log_configuration=False)
+            JobRuntime.instance().set("name", "app")
+            sweeper = Plugins.instance().instantiate_sweeper(
+                config=cfg, hydra_context=HydraContext(config_loader=gh.config_loader(), callbacks=Callbacks(cfg)),
+                task_function=evaluate_point)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise SweepError(str(e).strip()) from None
+        if not isinstance(sweeper, GridSweeper):
+            raise SweepError(f"hydra/sweeper={OmegaConf.select(cfg, 'hydra.runtime.choices.hydra/sweeper')}: "
+                             "run() and plan_sweep() drive the illada_grid sweeper; use `illada-sweep -m ...`")
+        yield sweeper, list(OmegaConf.to_container(cfg.hydra.overrides.task))
+
+
+def run(overrides: Sequence[str]):
+    """``illada-sweep -m OVERRIDES`` in this process, returning the sweep's :class:`~illada.store.SweepStore`;
+    raises :class:`SweepError` where the command would print ``error: ...``."""
+    with grid_sweeper(overrides) as (sweeper, arguments):
+        return sweeper.run(arguments)
+
+
+def plan_sweep(overrides: Sequence[str]) -> Plan:
+    """The validated points ``illada-sweep -m OVERRIDES`` would run (nothing is written)."""
+    with grid_sweeper(overrides) as (sweeper, arguments):
+        return sweeper.plan(arguments)
 
 
 if __name__ == "__main__":

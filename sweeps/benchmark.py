@@ -1,12 +1,17 @@
 """Measured figures of the sweep machinery (issue 5): README sweep wall time, per-point overhead with and
 without grouping, and a 100-point Slurm sweep with injected failures.
 
-    python -m sweeps.benchmark overhead [--model PATH] [--limit 64]   # 64-point local sweep, grouped vs not
-    python -m sweeps.benchmark readme [--model PATH]                   # the README's sweep (+ablation=frontier)
+    python -m sweeps.benchmark overhead [--model PATH] [--limit 200]  # 64-point local sweep, grouped vs not
+    python -m sweeps.benchmark readme [--model PATH]                   # the README's sweep (-m +ablation=frontier)
     python -m sweeps.benchmark slurm [--model PATH] [--cancel 2]       # 100 points on the local Slurm cluster
 
-Overhead = (jobs' wall time - sum of the points' evaluation seconds) / sum of evaluation seconds: everything a
-point costs besides evaluating it (process start, model load, data load, records, markers, accounting).
+Overhead = (wall time - sum of the points' evaluation seconds) / sum of evaluation seconds: everything a point
+costs besides evaluating it. ``overhead_vs_eval`` takes the jobs' wall time (model and data loads, records,
+markers, job accounting), as this benchmark always has; ``sweep_overhead_vs_eval`` takes the whole
+``illada-sweep -m`` multirun in this process (hydra/launcher=basic): also Hydra composing the master config
+and every point, validating each, writing the plan, the status. The process is warmed up first by one model
+load (torch's lazy imports on the first model it builds, ~2 s, paid once per process whatever the sweep;
+reported as ``process_warmup_s``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,9 @@ from pathlib import Path
 
 import cloudpickle
 
-from illada.runner import PointGroup, group_points, run_inprocess
+from illada.runner import PointGroup
 from illada.store import SweepStore
-from sweeps.app import run
-from sweeps.expand import plan_sweep
+from sweeps.app import grid_sweeper, plan_sweep, run
 
 GRID_64 = ["sampler.steps=8,4,2,1", "sampler.remasking=low_confidence,random,topk_margin,entropy",
            "sampler.seed=0,1,2,3"]
@@ -39,23 +43,35 @@ def _eval_seconds(store: SweepStore) -> float:
 
 
 def overhead(model: str, limit: int, root: Path, process_points: int = 8) -> dict:
-    """64 points run grouped (one job, one model load), one per job in this process, and -- what a Hydra
-    launcher does -- one per process (``process_points`` of them, extrapolated per point)."""
-    plan = plan_sweep([f"model.path={model}", f"task.limit={limit}", *GRID_64])
-    points = [p.resolved for p in plan.points]
-    out = {}
+    """The 64-point sweep run grouped (one job, one model load) and one point per job, in this process, and --
+    what Hydra's basic sweeper with a submitit launcher does -- one process per point (``process_points`` of
+    them, extrapolated per point)."""
+    from illada.loading import load
+
+    base = [f"model.path={model}", f"task.limit={limit}", "threads=1", "hydra.sweeper.plot=false", *GRID_64]
+    start = time.perf_counter()
+    load(model)
+    out: dict = {"process_warmup_s": round(time.perf_counter() - start, 2)}
     for ppj in (64, 1):
         store = SweepStore(root / f"ppj{ppj}")
-        groups = [PointGroup(store.root, g, threads=1) for g in group_points(points, ppj)]
-        wall = run_inprocess(groups)["seconds"]
+        start = time.perf_counter()
+        with grid_sweeper([*base, f"sweep_dir={store.root}", f"hydra.sweeper.points_per_job={ppj}"]) as (sweeper, args):
+            sweeper.run(args)
+        sweep_wall = time.perf_counter() - start
+        wall = sweeper.counts["seconds"]  # the jobs
         ev = _eval_seconds(store)
-        load = sum(json.loads(p.read_text())["load_seconds"] for p in store.jobs_dir.glob("*.json"))
+        jobs = [json.loads(p.read_text()) for p in store.jobs_dir.glob("*.json")]
+        load = sum(j["load_seconds"] for j in jobs)
+        n = len(store.records("ok"))
         out[f"in-process, points_per_job={ppj}"] = {
-            "points": len(store.records("ok")), "jobs": len(groups), "wall_s": round(wall, 2),
+            "points": n, "jobs": len(jobs), "jobs_wall_s": round(wall, 2), "sweep_wall_s": round(sweep_wall, 2),
             "eval_s": round(ev, 2), "model_load_s": round(load, 2),
-            "overhead_s_per_point": round((wall - ev) / len(points), 4),
+            "overhead_s_per_point": round((wall - ev) / n, 4),
             "overhead_vs_eval": round((wall - ev) / ev, 4),
-            "overhead_vs_eval_without_model_loads": round((wall - ev - load) / ev, 4)}
+            "overhead_vs_eval_without_model_loads": round((wall - ev - load) / ev, 4),
+            "sweep_overhead_s_per_point": round((sweep_wall - ev) / n, 4),
+            "sweep_overhead_vs_eval": round((sweep_wall - ev) / ev, 4)}
+    points = [p.resolved for p in plan_sweep([*base, f"sweep_dir={root / 'process_per_point'}"]).points]
     store = SweepStore(root / "process_per_point")
     start = time.perf_counter()
     for point in points[:process_points]:
@@ -81,10 +97,11 @@ def readme(model: str | None, root: Path) -> dict:
 def slurm(model: str, root: Path, cancel: int, limit: int) -> dict:
     """100 points (25 jobs of 4) on the local cluster; ``cancel`` running jobs are killed (SIGKILL) while
     the sweep runs (the cluster is this host: a job's pid is in its running marker), then the same command
-    with rerun_failed=true recovers their points."""
-    args = [f"model.path={model}", f"sweep_dir={root / 'slurm100'}", f"task.limit={limit}", "plot=false", *GRID_100,
-            "launcher=slurm", "launcher.mem_gb=1", "launcher.cpus_per_task=1", "launcher.gpus_per_node=1",
-            "launcher.points_per_job=4", "launcher.poll_s=2", "launcher.lost_after_s=20"]
+    with hydra.sweeper.rerun_failed=true recovers their points."""
+    args = [f"model.path={model}", f"sweep_dir={root / 'slurm100'}", f"task.limit={limit}", *GRID_100,
+            "hydra/launcher=submitit_slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.gpus_per_node=1", "hydra.sweeper.plot=false", "hydra.sweeper.points_per_job=4",
+            "hydra.sweeper.poll_s=2", "hydra.sweeper.lost_after_s=20"]
     store = SweepStore(root / "slurm100")
     killed: list[str] = []
 
@@ -113,7 +130,7 @@ def slurm(model: str, root: Path, cancel: int, limit: int) -> dict:
     st = store.status()
     failed_first = len(st.failed)
     start = time.perf_counter()
-    run(args + ["rerun_failed=true"])
+    run(args + ["hydra.sweeper.rerun_failed=true"])
     recover = time.perf_counter() - start
     st = store.status()
     return {"points": st.total, "time_to_all_records_s": round(first, 1), "jobs_killed": killed,

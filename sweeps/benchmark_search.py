@@ -3,8 +3,8 @@
     python -m sweeps.benchmark_search hypervolume [--seeds 5] [--budget 60]  # search vs exhaustive grid vs random
     python -m sweeps.benchmark_search utilisation [--workers 4 8]            # asynchronous vs batch-synchronous
 
-Both use the ``search=frontier`` space of ``illada-search`` (sweeps/conf/search/frontier.yaml: 240 valid points
-on the embedded model) and write ``illada/benchmarks/results/search.md`` sections.
+Both use the space of ``illada-sweep -m +ablation=search`` (ablations/search.yaml: 240 valid points on the
+embedded model) and write ``illada/benchmarks/results/search.md`` sections.
 
 * **hypervolume**: every point of the space is evaluated once (the ground truth, in ``--out``/grid; a rerun
   reuses it). Each search then runs with that store as its results store, so a trial's objectives are the
@@ -44,7 +44,7 @@ from illada.benchmarks.engine import environment, markdown
 from illada.evaluate import resolve
 from illada.search import ParetoSearch, grid, parse_space
 from illada.store import SweepStore
-from sweeps.expand import CONF_DIR
+from sweeps.expand import CONF_DIR, register_ablations
 from sweeps.expand import to_point as config_to_point
 from sweeps.plot import records_frame
 
@@ -53,10 +53,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def frontier_search(overrides: list[str] = ()) -> tuple[Any, dict]:
-    """The base point and the ``hydra.sweeper`` block of ``illada-search search=frontier``."""
+    """The base point and the ``hydra.sweeper`` block of ``illada-sweep -m +ablation=search``."""
+    register_ablations()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose("pareto", overrides=["search=frontier", *overrides], return_hydra_config=True)
+        cfg = compose("config", overrides=["+ablation=search", *overrides], return_hydra_config=True)
     return config_to_point(cfg), OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
 
 
@@ -126,7 +127,7 @@ def hypervolume_benchmark(root: Path, seeds: int, budget: int, samplers: list[st
     return "\n\n".join([
         f"## Hypervolume vs evaluations (`python -m sweeps.benchmark_search hypervolume --seeds {seeds} "
         f"--budget {budget} --max-trials {max_trials}`)", environment("cpu"),
-        f"Space: `search=frontier`, {len(grid(parse_space(space)))} combinations, {n} valid points, task "
+        f"Space: `+ablation=search`, {len(grid(parse_space(space)))} combinations, {n} valid points, task "
         f"`{base.task}` limit {base.limit} on the embedded model; grid front: {len(front)} points; grid "
         f"hypervolume {hv_grid:.6g} (reference: {ref[0]:.6g} s/sample, accuracy 0). An evaluation is a distinct "
         f"point (a job); repeated and invalid trials cost none. Each search runs until {budget} evaluations or "
@@ -192,7 +193,7 @@ def utilisation_benchmark(root: Path, workers: list[int], jobs_per_worker: int) 
     return "\n\n".join([
         f"## Worker utilisation (`python -m sweeps.benchmark_search utilisation --jobs-per-worker "
         f"{jobs_per_worker}`)", environment("cpu"),
-        "Trials of `search=frontier` plus `sampler.seed` (TPE, seed 0, poll every 10 ms); each job holds its "
+        "Trials of `+ablation=search` plus `sampler.seed` (TPE, seed 0, poll every 10 ms); each job holds its "
         "worker (a thread) for 0.3-3 s, linear in its setting's measured latency on the grid; utilisation = "
         "jobs' busy time / (workers x search wall time, from the study's creation to the last tell).",
         markdown(rows)])

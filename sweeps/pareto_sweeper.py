@@ -1,14 +1,15 @@
 """``hydra/sweeper=illada_pareto``: the asynchronous Optuna Pareto search (:mod:`illada.search`) as a Hydra sweeper.
 
-    illada-search                                                  # search=frontier, embedded model, this process
-    illada-search hydra/launcher=submitit_local hydra.sweeper.max_in_flight=2
-    illada-search model=illada-8b-base hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+    illada-sweep -m +ablation=search                               # ablations/search.yaml sets this sweeper
+    illada-sweep -m +ablation=search hydra/launcher=submitit_local hydra.sweeper.max_in_flight=2
+    illada-sweep -m +ablation=search model=illada-8b-base hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
 
 The search loop is :class:`illada.search.ParetoSearch`; Hydra gives it two things:
 
 * a trial's parameters are Hydra overrides (``sampler.steps=4``, ``scorer=likelihood``), composed into the
   trial's config exactly as a multirun job's, then into a :class:`~illada.evaluate.Point` that is validated
-  before anything is launched;
+  before anything is launched (composition and validation are :class:`sweeps.sweeper.IlladaSweeper`'s, shared
+  with the grid sweeper);
 * a trial runs as one job of the configured Hydra launcher: with the submitit launchers (local or Slurm) the
   launcher's own job callable is submitted alone, so up to ``max_in_flight`` jobs run and each is told as
   soon as it ends (no batch barrier); any other launcher runs one trial at a time through its ``launch``.
@@ -25,14 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
-from hydra.errors import HydraException
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import OmegaConf
+
+from sweeps.expand import SweepError
+from sweeps.sweeper import IlladaSweeper
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ log = logging.getLogger(__name__)
 class ParetoSweeperConf:
     """``hydra.sweeper`` when ``hydra/sweeper=illada_pareto`` (see :class:`illada.search.ParetoSearch`)."""
 
-    _target_: str = "hydra_plugins.illada_pareto_sweeper.ParetoSweeper"
+    _target_: str = "hydra_plugins.illada_sweepers.ParetoSweeper"
     objectives: List[Any] = field(default_factory=lambda: ["accuracy", "seconds_per_sample"])
     space: Dict[str, Any] = field(default_factory=dict)
     constraints: Dict[str, Any] = field(default_factory=dict)
@@ -89,65 +87,46 @@ def override(key: str, value: Any) -> str:
     return f"{key}={text}"
 
 
-class ParetoSweeper(Sweeper):
+class ParetoSweeper(IlladaSweeper):
     """Asks Optuna for a trial, composes and validates its point, launches it, tells its record's objectives."""
 
-    def __init__(self, **conf: Any) -> None:
-        self.conf = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                     for k, v in conf.items()}
-        self.config: Optional[DictConfig] = None
-        self.hydra_context: Optional[HydraContext] = None
-        self.launcher = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
-
-    # ------------------------------------------------------------------------------------------------ sweep
-    def sweep(self, arguments: List[str]) -> Any:
-        from illada.evaluate import resolve
+    def run(self, arguments: List[str]) -> Any:
         from illada.search import ParetoSearch, SearchError
-        from sweeps.expand import SweepError, to_point
 
-        parsed = OverridesParser.create().parse_overrides(list(arguments))
+        parsed = self.parser().parse_overrides(list(arguments))
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
             raise SearchError(f"override {swept[0]!r}: the Pareto sweeper searches hydra.sweeper.space; give one "
                               "value per key on the command line (or add the key to the space)")
         fixed = list(arguments)
-        base = self._compose(fixed)
-        if "sweep_dir" not in base:
-            raise SearchError("sweep_dir: the config needs a sweep_dir (the results store of the trials)")
-        root = Path(str(base.sweep_dir)).resolve()
+        base = self.compose(fixed)
+        root = self.sweep_root(base)
         # jobs may start in another working directory: they get the absolute store path
         fixed = [o for o in fixed if not o.startswith("sweep_dir=")] + [f"sweep_dir={root}"]
+        from illada.loading import DeviceUnavailableError
+
         try:
-            resolve(to_point(base))  # a bad model, task or dtype stops here, before any trial
-        except (ValueError, FileNotFoundError) as e:
+            self.validate(base)  # a bad model, task, dtype or device stops here, before any trial
+        except (ValueError, OSError, DeviceUnavailableError) as e:
             raise SweepError(f"the base config is invalid: {e}") from None
 
         conf = dict(self.conf)
-        conf.pop("_target_", None)
         conf.pop("plot", None)
         conf["study_name"] = conf.get("study_name") or str(base.get("name") or "search")
 
         def point_of(values):
+            from sweeps.expand import to_point
+
             overrides = [override(k, v) for k, v in values.items() if not k.startswith("_")]
-            cfg = self._compose(fixed + overrides)
-            return to_point(cfg), overrides
+            return to_point(self.compose(fixed + overrides)), overrides
 
         search = ParetoSearch(sweep_dir=root, point_of=point_of, log=log.info, **conf)
         self._check_space(search, fixed)
         search.launch = self._job_starter(fixed)  # only now: the submitit executor makes its log folder
-        OmegaConf.save(self.config, root / "multirun.yaml")
+        self.save_multirun(root)
         res = search.run()
         self._write_results(search, res, root)
         return res
-
-    def _compose(self, overrides: Sequence[str]) -> DictConfig:
-        assert self.hydra_context is not None and self.config is not None
-        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
     def _check_space(self, search, fixed: Sequence[str]) -> None:
         """Every parameter of the space must be an override Hydra accepts: compose each value (the choices, or
@@ -161,21 +140,15 @@ class ParetoSweeper(Sweeper):
                 if p.type == "int":
                     value = int(value)
                 try:
-                    self._compose(list(fixed) + [override(p.name, value)])
-                except (HydraException, OmegaConfBaseException) as e:
+                    self.compose(list(fixed) + [override(p.name, value)])
+                except SweepError as e:
                     first = str(e).strip().splitlines()[0]
                     raise SearchError(f"hydra.sweeper.space.{p.name}={value!r}: {first}") from None
 
     def _job_starter(self, fixed: Sequence[str]):
         """``launch(trial, resolved, overrides) -> job`` through the configured Hydra launcher."""
-        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-
         launcher = self.launcher
-        executor = None
-        if isinstance(launcher, BaseSubmititLauncher):
-            from sweeps.launchers import Launcher
-
-            executor = Launcher(cluster=launcher._EXECUTOR, points_per_job=1, queue=dict(launcher.params)).executor()
+        executor = self.executor() if self.cluster in ("local", "slurm") else None
 
         def launch(trial, resolved, overrides):
             job_overrides = list(fixed) + list(overrides)
@@ -200,13 +173,6 @@ class ParetoSweeper(Sweeper):
         atomic_write_text(root / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
         log.info(f"Pareto front ({len(front)} trials) in {root / 'optimization_results.yaml'}")
         if self.conf.get("plot", True):
-            from illada.store import SweepStore
-            from sweeps.plot import pareto_plot
-
-            try:
-                path = pareto_plot(SweepStore(root))
-            except Exception as e:  # noqa: BLE001 -- study and records are saved; a figure is not worth failing for
-                log.warning(f"no Pareto plot: {type(e).__name__}: {e}")
-            else:
-                if path:
-                    log.info(f"Pareto plot of every point in the store: {path}")
+            path = self.plot(root)
+            if path:
+                log.info(f"Pareto plot of every point in the store: {path}")

@@ -1,51 +1,37 @@
-"""``illada-search``: a Hydra app whose multirun is the Pareto search (``hydra/sweeper=illada_pareto``).
+"""``illada-search``: deprecated alias (for one release) of ``illada-sweep -m hydra/sweeper=illada_pareto``.
 
-    illada-search                                        # search=frontier on the embedded model, in this process
-    illada-search search=frontier hydra.sweeper.n_trials=60 hydra.sweeper.sampler=nsga2
-    illada-search hydra/launcher=submitit_local hydra.sweeper.max_in_flight=2          # trials as processes
-    illada-search model=illada-8b-base task=gsm8k hydra/launcher=submitit_slurm \\
-        hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1                   # trials as Slurm jobs
-    illada-search hydra.mode=RUN sampler.steps=4         # one point, no search
-    illada-search hydra/sweeper=basic sampler.steps=8,4  # Hydra's own grid (batch by batch)
+    illada-search ARGS   ==   illada-sweep -m +ablation=search ARGS       (search=NAME becomes +ablation=NAME)
 
-The same command again resumes the study (``sweep_dir/optuna.journal``); ``optuna-dashboard
-SWEEP_DIR/optuna.journal`` shows it live. The task of one trial is :func:`evaluate_point`.
+It prints the new spelling once and runs the same Hydra app (:mod:`sweeps.app`) with the Pareto sweeper.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Sequence
 
-import hydra
-from omegaconf import DictConfig
-
-from sweeps.expand import CONF_DIR, register_ablations
+from sweeps.app import main as app_main
 
 
-def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate the point a composed config describes into ``cfg.sweep_dir`` (nothing when it has a record);
-    returns the record's key, status and objectives. A failing point leaves a failure record and raises."""
-    from illada.evaluate import resolve
-    from illada.runner import PointGroup
-    from illada.store import SweepStore
-    from sweeps.expand import to_point
-
-    resolved = resolve(to_point(cfg))
-    store = SweepStore(cfg.sweep_dir)
-    PointGroup(store.root, [resolved], threads=cfg.get("threads"))()
-    rec = store.record(resolved.key) or {}
-    if rec.get("status") != "ok":
-        err = rec.get("error") or {}
-        raise RuntimeError(f"point {resolved.key} failed: {err.get('type')}: {err.get('message')}")
-    out = {"key": resolved.key, "status": rec["status"], "accuracy": rec["quality"]["value"],
-           "seconds_per_sample": rec["cost"]["seconds_per_sample"], "nfe_per_sample": rec["cost"]["nfe_per_sample"]}
-    print(out)
+def translate(args: Sequence[str]) -> list[str]:
+    """The ``illada-sweep`` arguments of an ``illada-search`` command line."""
+    out = [f"+ablation={'search' if a == 'search=frontier' else a.split('=', 1)[1]}" if a.startswith("search=")
+           else a for a in args]
+    if not any(a.lstrip("+").startswith("ablation=") for a in out):
+        out.insert(0, "+ablation=search")  # illada-search's default search, now ablations/search.yaml
+    if not any(a.startswith("hydra/sweeper=") for a in out):
+        out.insert(0, "hydra/sweeper=illada_pareto")
+    if "-m" not in out and "--multirun" not in out and not any(a.startswith("hydra.mode=") for a in out):
+        out.insert(0, "-m")
     return out
 
 
-register_ablations()  # `+ablation=NAME` works here as in illada-sweep
-# an absolute path: as a console script Hydra would look for a `sweeps.conf` package instead of the folder
-main = hydra.main(config_path=str(CONF_DIR), config_name="pareto", version_base=None)(evaluate_point)
+def main(argv: Sequence[str] | None = None) -> None:
+    args = translate(sys.argv[1:] if argv is None else argv)
+    print(f"illada-search is deprecated and will be removed in the next release; use: illada-sweep {' '.join(args)}",
+          file=sys.stderr)
+    app_main(args)
+
 
 if __name__ == "__main__":
     main()

@@ -66,7 +66,7 @@ def _eval(model: Path, *extra: str) -> tuple[int, str]:
 
 
 def _sweep_args(model: Path, sweep_dir: Path, *extra: str) -> list[str]:
-    return [f"model.path={model}", f"sweep_dir={sweep_dir}", "task.limit=2", "--no-plot",
+    return ["-m", f"model.path={model}", f"sweep_dir={sweep_dir}", "task.limit=2", "--no-plot",
             *(f"sampler.{k}={v}" for k, v in SAMPLER.items()), *extra]
 
 

@@ -22,8 +22,7 @@ from illada.launch import Submitted, collect
 from illada.runner import PointGroup
 from illada.slurm import Accounting
 from illada.store import SweepStore
-from sweeps.app import run
-from sweeps.expand import plan_sweep
+from sweeps.app import plan_sweep, run
 from tests.sweep_fixtures import points, tiny_model  # noqa: F401 -- fixture
 
 
@@ -77,8 +76,8 @@ def sleeper():
 def test_restarted_driver_leaves_a_point_to_the_old_job_that_holds_it(old_job, tiny_model, tmp_path, sleeper,
                                                                        monkeypatch):
     monkeypatch.setattr(PointGroup, "wait_s", 0.1, raising=False)
-    args = [f"model.path={tiny_model}", f"sweep_dir={tmp_path}", "task.limit=2", "plot=false",
-            "sampler.steps=8,4,2", "sampler.block_length=8,4", "launcher.points_per_job=3"]
+    args = [f"model.path={tiny_model}", f"sweep_dir={tmp_path}", "task.limit=2", "hydra.sweeper.plot=false",
+            "sampler.steps=8,4,2", "sampler.block_length=8,4", "hydra.sweeper.points_per_job=3"]
     keys = [p.resolved.key for p in plan_sweep(args).points]
     held = plan_sweep(args).points[0].resolved
     store = SweepStore(tmp_path)
@@ -185,9 +184,9 @@ def test_sacct_rows_of_tasks_cancelled_while_pending_name_each_task(monkeypatch)
 
 @pytest.mark.slow
 def test_two_identical_sweeps_started_together_evaluate_each_point_once(tiny_model, tmp_path):
-    args = [f"model.path={tiny_model}", f"sweep_dir={tmp_path}", "task.limit=100", "plot=false",
-            "sampler.steps=8,4", "sampler.block_length=8,4,2", "sampler.seed=0,1", "launcher.points_per_job=4"]
-    drivers = [subprocess.Popen([sys.executable, "-m", "sweeps.app", *args], stdout=subprocess.PIPE,
+    args = [f"model.path={tiny_model}", f"sweep_dir={tmp_path}", "task.limit=100", "hydra.sweeper.plot=false",
+            "sampler.steps=8,4", "sampler.block_length=8,4,2", "sampler.seed=0,1", "hydra.sweeper.points_per_job=4"]
+    drivers = [subprocess.Popen([sys.executable, "-m", "sweeps.app", "-m", *args], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outs = [d.communicate(timeout=600)[0] for d in drivers]
     assert [d.returncode for d in drivers] == [0, 0], outs

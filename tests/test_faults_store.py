@@ -242,7 +242,7 @@ def test_records_outside_the_current_plan_are_superseded_not_counted(tmp_path, c
 
 # ------------------------------------------------------------------------------------- the sweep driver, end to end
 def _base(model: Path, sweep: Path) -> list[str]:
-    return [f"model.path={model}", f"sweep_dir={sweep}", "task.limit=2", "sampler.steps=8", "--no-plot"]
+    return ["-m", f"model.path={model}", f"sweep_dir={sweep}", "task.limit=2", "sampler.steps=8", "--no-plot"]
 
 
 @pytest.mark.slow

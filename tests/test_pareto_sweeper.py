@@ -1,4 +1,5 @@
-"""``illada-search`` (hydra/sweeper=illada_pareto) end to end on the tiny random model, as a real Hydra app."""
+"""The Pareto search (``illada-sweep -m +ablation=NAME``, hydra/sweeper=illada_pareto) end to end on the tiny
+random model, as a real Hydra app."""
 
 from __future__ import annotations
 
@@ -154,7 +155,7 @@ def test_resume_after_the_controller_is_killed(tiny_model, tmp_path, conf):
                                           "sampler.seed": {"choices": [0, 1, 2, 3, 4, 5]}})
     args = search_args(tiny_model, tmp_path / "sweep", conf, "tiny", "hydra/launcher=submitit_local",
                        "task.limit=300", "batch_size=1", "sampler.temperature=1.0")
-    proc = subprocess.Popen([sys.executable, "-m", "sweeps.search", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "sweeps.app", "-m", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     journal = tmp_path / "sweep" / "optuna.journal"
     end = time.time() + 120
@@ -209,14 +210,31 @@ def test_optuna_dashboard_reads_the_study(tiny_model, tmp_path, conf):
     assert detail["best_trials"] and all(t["state"] == "Complete" for t in detail["trials"])
 
 
-def test_console_script_from_another_directory_evaluates_one_point(tiny_model, tmp_path):
-    """`illada-search hydra.mode=RUN ...`: the installed entry point finds its configs from any directory."""
-    script = Path(sys.executable).parent / "illada-search"
+def _script(name: str) -> Path:
+    script = Path(sys.executable).parent / name
     if not script.exists():
-        pytest.skip("illada is not installed in this environment (no illada-search script)")
-    out = subprocess.run([str(script), "hydra.mode=RUN", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}",
+        pytest.skip(f"illada is not installed in this environment (no {name} script)")
+    return script
+
+
+def test_console_script_from_another_directory_evaluates_one_point(tiny_model, tmp_path):
+    """`illada-sweep ...` without -m: one point (a Hydra run); the entry point finds its configs from any directory."""
+    out = subprocess.run([str(_script("illada-sweep")), f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}",
                           "task.limit=2", "sampler.steps=4", f"hydra.run.dir={tmp_path / 'run'}"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     recs = SweepStore(tmp_path / "s").records()
     assert len(recs) == 1 and recs[0]["settings"]["sampler"]["steps"] == 4
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+
+
+def test_illada_search_is_a_deprecated_alias_of_the_pareto_sweeper(tiny_model, tmp_path, conf):
+    """`illada-search search=NAME ...` still searches, through the same app, and says the new spelling once."""
+    write_search(conf, n_trials=2)
+    args = search_args(tiny_model, tmp_path / "sweep", conf)
+    args = [("search=tiny" if a == "+ablation=tiny" else a) for a in args]
+    out = subprocess.run([str(_script("illada-search")), *args], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    notes = [line for line in out.stderr.splitlines() if "deprecated" in line]
+    assert len(notes) == 1 and "illada-sweep -m hydra/sweeper=illada_pareto" in notes[0] and "+ablation=tiny" in notes[0]
+    assert len(load_study(tmp_path / "sweep").trials) == 2

@@ -1,13 +1,13 @@
-"""``illada-sweep``: expansion, validation before anything runs, ablation files, a local sweep end to end."""
+"""``illada-sweep -m`` with the illada_grid sweeper: expansion, validation before anything runs, ablation files,
+a local sweep end to end (``plan_sweep``/``run`` set the sweeper up as Hydra does; ``main`` is the command)."""
 
 from __future__ import annotations
 
 import pytest
 
 from illada.store import SweepStore
-from sweeps.app import main, run
-from sweeps.expand import ABLATIONS_DIR, SweepError, plan_sweep
-from sweeps.launchers import launcher_from_config
+from sweeps.app import main, plan_sweep, run
+from sweeps.expand import ABLATIONS_DIR, SweepError
 from tests.sweep_fixtures import tiny_model  # noqa: F401 -- fixture
 
 
@@ -30,7 +30,7 @@ def test_expansion_and_ablation_grid(tiny_model, tmp_path):
     assert len(plan.points) == 3
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in ABLATIONS_DIR.glob("*.yaml") if p.stem != "search"))
 def test_every_ablation_validates(name, tiny_model, tmp_path):
     plan = plan_sweep(_base(tiny_model, tmp_path) + [f"+ablation={name}"])
     assert plan.base.name == name and len(plan.points) >= 2
@@ -65,45 +65,92 @@ def test_missing_checkpoint_names_the_model_override(tmp_path, monkeypatch):
 @pytest.mark.parametrize("overrides, message", [
     (["sampler.stepz=4"], "sampler.stepz"),
     (["sampler=nope"], "sampler/nope"),
-    (["launcher=slurm", "launcher=slurm,local"], "one launcher"),
+    (["sweep_dir=a,b"], "one launcher and one store"),
     (["sampler.temperature=interval(0,1)"], "intervals need an optimizer"),
+    (["hydra.sweeper.points_per_job=0"], "hydra.sweeper.points_per_job=0: must be a positive integer"),
+    (["hydra.sweeper.on_invalid=ignore"], "hydra.sweeper.on_invalid='ignore'"),
+    (["hydra/launcher=nope"], "hydra/launcher/nope"),
 ])
 def test_config_errors_name_the_override(overrides, message, tiny_model, tmp_path):
     with pytest.raises(SweepError, match=message):
         plan_sweep(_base(tiny_model, tmp_path) + overrides)
 
 
-def test_launcher_validation(tiny_model, tmp_path):
-    base = plan_sweep(_base(tiny_model, tmp_path) + ["launcher=slurm", "launcher.partition=gpu"]).base
-    launcher = launcher_from_config(base.launcher)
-    assert launcher.cluster == "slurm" and launcher.points_per_job == 16 and launcher.threads == 8
-    assert launcher.queue["partition"] == "gpu" and launcher.queue["max_num_timeout"] == 3
-    bad = plan_sweep(_base(tiny_model, tmp_path) + ["launcher=slurm", "+launcher.no_such_field=1"]).base
-    with pytest.raises(SweepError, match="launcher.no_such_field"):
-        launcher_from_config(bad.launcher)
-    site = plan_sweep(_base(tiny_model, tmp_path) + ["launcher=example_site"]).base
-    assert launcher_from_config(site.launcher).queue["constraint"] == "a100"
+def test_sweeper_reads_the_submitit_launcher(tiny_model, tmp_path):
+    """Queue settings come from hydra.launcher.* (hydra-submitit-launcher's schema), site profiles included."""
+    from sweeps.app import grid_sweeper
+    from sweeps.launchers import submitit_executor
+
+    args = _base(tiny_model, tmp_path) + ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu",
+                                          "hydra.launcher.max_num_timeout=3", "hydra.launcher.timeout_min=7"]
+    with grid_sweeper(args) as (sweeper, _):
+        assert sweeper.cluster == "slurm"
+        executor = submitit_executor(sweeper.launcher)
+    assert executor.cluster == "slurm" and executor._executor.max_num_timeout == 3
+    params = executor._executor.parameters
+    assert params["partition"] == "gpu" and params["time"] == 7
+    with grid_sweeper(_base(tiny_model, tmp_path) + ["hydra/launcher=example_site"]) as (sweeper, _):
+        assert sweeper.launcher.params["constraint"] == "a100" and sweeper.launcher.params["max_num_timeout"] == 3
+    with pytest.raises(SweepError, match="no_such_field"):
+        plan_sweep(_base(tiny_model, tmp_path) + ["hydra/launcher=submitit_slurm", "hydra.launcher.no_such_field=1"])
+    with grid_sweeper(_base(tiny_model, tmp_path) + ["hydra/launcher=submitit_local", "+hydra.launcher.qos=x"]) as (
+            sweeper, _):
+        with pytest.raises(SweepError, match="hydra.launcher: .*qos"):
+            sweeper.executor()
 
 
 def test_local_sweep_resume_and_rerun_failed(tiny_model, tmp_path, capsys):
-    sweep = ["sampler.steps=8,4", "sampler.block_length=8,4", "launcher.points_per_job=2"]
+    sweep = ["sampler.steps=8,4", "sampler.block_length=8,4", "hydra.sweeper.points_per_job=2"]
     store = run(_base(tiny_model, tmp_path) + sweep)
     st = store.status()
     assert len(st.done) == 4 and not st.missing and st.jobs == 2
     assert (store.root / "pareto.png").stat().st_size > 0
+    assert (store.root / "multirun.yaml").exists()  # as Hydra's launchers leave it in the sweep dir
 
     # a point that failed is kept as finished, unless --rerun-failed
     victim = st.done[0]
     (store.records_dir / f"{victim}.json").unlink()
     (store.records_dir / f"{victim}.items.parquet").unlink()
-    main(_base(tiny_model, tmp_path) + sweep + ["--no-plot"])
+    main(["-m", *_base(tiny_model, tmp_path), *sweep, "--no-plot"])
     assert "3 points already have a record; running 1 in 1 jobs" in capsys.readouterr().out
     assert len(SweepStore(store.root).status().done) == 4
-    main(_base(tiny_model, tmp_path) + sweep + ["--rerun-failed", "--no-plot"])
+    main(["-m", *_base(tiny_model, tmp_path), *sweep, "--rerun-failed", "--no-plot"])
     assert "4 points already have a record; running 0" in capsys.readouterr().out
 
 
 def test_dry_run_writes_nothing(tiny_model, tmp_path, capsys):
-    main(_base(tiny_model, tmp_path) + ["sampler.steps=8,4", "--dry-run"])
+    main(["-m", *_base(tiny_model, tmp_path), "sampler.steps=8,4", "--dry-run"])
     assert "2 valid points" in capsys.readouterr().out
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["-m", "sampler.stepz=4"], "error: Could not override 'sampler.stepz'"),       # Hydra composing the sweep
+    (["sampler.steps=8,4"], "error: Ambiguous value for argument 'sampler.steps=8,4'"),  # a sweep needs -m
+    (["-m", "sampler.steps=8,3", "sampler.block_length=4"], "error: 1 of 2 points are invalid, caused by 'sampler.st"),
+    (["sampler.steps=3", "sampler.block_length=4"], "error: the point is invalid, caused by 'sampler.steps=3'"),
+    (["-m", "hydra/launcher=nope"], "error: In 'hydra/config': Could not find 'hydra/launcher/nope'"),
+])
+def test_command_errors_are_one_line(args, line, tiny_model, tmp_path):
+    with pytest.raises(SystemExit) as err:
+        main([*_base(tiny_model, tmp_path), *args])
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
+    assert not (tmp_path / "sweep" / "records").exists() and not (tmp_path / "sweep" / "points").exists()
+
+
+def test_one_point_without_m_records_it_and_a_failure_is_one_line(tiny_model, tmp_path):
+    """No -m: a Hydra run of one point into the store; a point that fails keeps its failure record and the
+    command ends with one error line."""
+    import shutil
+
+    main([*_base(tiny_model, tmp_path), "sampler.steps=4"])
+    (rec,) = SweepStore(tmp_path / "sweep").records()
+    assert rec["settings"]["sampler"]["steps"] == 4
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # the config reads, the weights do not load
+    with pytest.raises(SystemExit) as err:
+        main([f"model.path={broken}", f"sweep_dir={tmp_path / 'b'}", "task.limit=4"])
+    assert str(err.value).startswith("error: point ") and " failed: " in str(err.value) and "\n" not in str(err.value)
+    assert SweepStore(tmp_path / "b").records(status="failed")

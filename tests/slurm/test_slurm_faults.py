@@ -25,9 +25,9 @@ POLL_S = 1.0
 
 def _args(model, sweep_dir, *extra: str, lost_after_s: float = 600) -> list[str]:
     """The sweep command; ``lost_after_s`` long: accounting, not the deadline, is to say how jobs ended."""
-    slurm = [o for o in SLURM if not o.startswith(("launcher.poll_s=", "launcher.lost_after_s="))]
-    return [f"model.path={model}", f"sweep_dir={sweep_dir}", "task.limit=8", "plot=false", *slurm,
-            f"launcher.poll_s={POLL_S:g}", f"launcher.lost_after_s={lost_after_s:g}", *extra]
+    slurm = [o for o in SLURM if not o.startswith(("hydra.sweeper.poll_s=", "hydra.sweeper.lost_after_s="))]
+    return [f"model.path={model}", f"sweep_dir={sweep_dir}", "task.limit=8", "hydra.sweeper.plot=false", *slurm,
+            f"hydra.sweeper.poll_s={POLL_S:g}", f"hydra.sweeper.lost_after_s={lost_after_s:g}", *extra]
 
 
 def _a_marker(store: SweepStore) -> dict | None:
@@ -42,7 +42,7 @@ def _a_marker(store: SweepStore) -> dict | None:
 
 
 def test_scancel_of_a_100_task_array_records_every_point_within_a_few_polls(tiny_model, tmp_path):
-    driver = _driver(_args(tiny_model, tmp_path, "sampler.seed=range(0,100)", "launcher.points_per_job=1"))
+    driver = _driver(_args(tiny_model, tmp_path, "sampler.seed=range(0,100)", "hydra.sweeper.points_per_job=1"))
     store = SweepStore(tmp_path)
     array = _wait_for(lambda: (m := _a_marker(store)) and m["job_id"].split("_")[0], 300, "a task to start")
     cancelled = time.time()
@@ -70,7 +70,7 @@ def test_scancel_of_a_100_task_array_records_every_point_within_a_few_polls(tiny
 def test_job_cancelled_minutes_into_a_sweep_names_cancelled_and_its_exit_code(tiny_model, tmp_path):
     # submitit refreshes sacct at most every half of the sweep's age: ~45 s in, it would not have seen the
     # end before lost_after_s (15 s here) passed, and the record said "left the queue"
-    driver = _driver(_args(tiny_model, tmp_path, "launcher.points_per_job=36", "task.limit=2000", "batch_size=4",
+    driver = _driver(_args(tiny_model, tmp_path, "hydra.sweeper.points_per_job=36", "task.limit=2000", "batch_size=4",
                            "sampler.seed=0,1,2,3,4,5", "sampler.steps=8,4", "sampler.block_length=8,4,2",
                            lost_after_s=15))
     store = SweepStore(tmp_path)
@@ -93,7 +93,7 @@ def test_driver_restarted_while_its_old_array_runs_evaluates_each_point_once(tin
     # runs, so that both surely overlap): the new job leaves the point the old one holds to it, waits for
     # its record, and the old job, resumed, finds every other point recorded.
     args = _args(tiny_model, tmp_path, "sampler.seed=0,1", "sampler.steps=8,4", "sampler.block_length=8,4,2",
-                 "launcher.points_per_job=12")
+                 "hydra.sweeper.points_per_job=12")
     old = _driver(args)
     store = SweepStore(tmp_path)
     job_id = _wait_for(lambda: _a_marker(store), 300, "the old driver's job to start a point")["job_id"]

@@ -1,4 +1,5 @@
-"""The Pareto search (illada-search) with its trials as Slurm jobs on the real one-node cluster."""
+"""The Pareto search (``illada-sweep -m +ablation=NAME``, hydra/sweeper=illada_pareto) with its trials as Slurm jobs
+through ``hydra/launcher=submitit_slurm`` on the real one-node cluster."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def test_cancelled_trial_job_is_fail_with_the_slurm_state(tiny_model, tmp_path):
                  enqueue=[{"sampler.seed": 0}])
     args = search_args(tiny_model, tmp_path / "sweep", conf, "tiny", *SLURM, "task.limit=3000", "batch_size=1",
                        "sampler.temperature=1.0")
-    proc = subprocess.Popen([sys.executable, "-m", "sweeps.search", *args], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "sweeps.app", "-m", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     store = SweepStore(tmp_path / "sweep")
     end = time.time() + 120

@@ -1,4 +1,5 @@
-"""Sweeps through the Slurm launcher on a real one-node cluster (fake GPUs, accounting), tiny model."""
+"""Grid sweeps (``illada-sweep -m``, hydra/sweeper=illada_grid) through ``hydra/launcher=submitit_slurm`` on a real
+one-node cluster (fake GPUs, accounting), tiny model."""
 
 from __future__ import annotations
 
@@ -16,19 +17,23 @@ from tests.sweep_fixtures import tiny_model  # noqa: F401 -- fixture
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
-SLURM = ["launcher=slurm", "launcher.mem_gb=1", "launcher.cpus_per_task=1", "launcher.gpus_per_node=1",
-         "launcher.timeout_min=10", "launcher.poll_s=1", "launcher.lost_after_s=15"]
+SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=10", "hydra.sweeper.poll_s=1",
+         "hydra.sweeper.lost_after_s=15"]
 
 
 def _sweep(model: Path, sweep_dir: Path, *extra: str) -> list[str]:
-    return [f"model.path={model}", f"sweep_dir={sweep_dir}", "task.limit=8", "plot=false",
+    return [f"model.path={model}", f"sweep_dir={sweep_dir}", "task.limit=8", "hydra.sweeper.plot=false",
             "sampler.steps=8,4", "sampler.block_length=8,4,2", *SLURM, *extra]
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sweeps.app", "-m", *args]
 
 
 def _driver(args: list[str]) -> subprocess.Popen:
     """The sweep command in its own process, so that the test can act on its jobs meanwhile."""
-    return subprocess.Popen([sys.executable, "-m", "sweeps.app", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -43,7 +48,7 @@ def _wait_for(predicate, timeout: float, what: str):
 
 def test_sweep_collects_every_record_across_split_arrays(tiny_model, tmp_path):
     # 6 points, 2 per job -> 3 array tasks; max_array_size=2 forces two arrays
-    store = run(_sweep(tiny_model, tmp_path, "launcher.points_per_job=2", "launcher.max_array_size=2"))
+    store = run(_sweep(tiny_model, tmp_path, "hydra.sweeper.points_per_job=2", "hydra.sweeper.max_array_size=2"))
     st = store.status()
     assert len(st.done) == 6 and not (st.failed or st.missing or st.running)
     jobs = [json.loads(p.read_text()) for p in store.jobs_dir.glob("*.json")]
@@ -53,7 +58,7 @@ def test_sweep_collects_every_record_across_split_arrays(tiny_model, tmp_path):
 
 
 def test_cancelled_job_leaves_failure_records_and_rerun_completes_only_those(tiny_model, tmp_path):
-    args = _sweep(tiny_model, tmp_path, "launcher.points_per_job=2", "launcher.array_parallelism=1")
+    args = _sweep(tiny_model, tmp_path, "hydra.sweeper.points_per_job=2", "hydra.launcher.array_parallelism=1")
     driver = _driver(args)
     store = SweepStore(tmp_path)
 
@@ -75,10 +80,9 @@ def test_cancelled_job_leaves_failure_records_and_rerun_completes_only_those(tin
     done_before = {k: store.records_dir.joinpath(f"{k}.json").stat().st_mtime_ns for k in st.done}
 
     # the same command does nothing more; with --rerun-failed it runs just the cancelled points
-    assert "running 0 in 0 jobs" in subprocess.run([sys.executable, "-m", "sweeps.app", *args],
-                                                   capture_output=True, text=True, check=True).stdout
-    rerun = subprocess.run([sys.executable, "-m", "sweeps.app", *args, "--rerun-failed"], capture_output=True,
-                           text=True, check=True).stdout
+    assert "running 0 in 0 jobs" in subprocess.run(_command(*args), capture_output=True, text=True,
+                                                   check=True).stdout
+    rerun = subprocess.run(_command(*args, "--rerun-failed"), capture_output=True, text=True, check=True).stdout
     assert "4 points already have a record; running 2 in 1 jobs" in rerun
     st = store.status()
     assert len(st.done) == 6 and not st.failed
@@ -86,7 +90,7 @@ def test_cancelled_job_leaves_failure_records_and_rerun_completes_only_those(tin
 
 
 def test_job_killed_while_running_leaves_failure_records(tiny_model, tmp_path):
-    driver = _driver(_sweep(tiny_model, tmp_path, "launcher.points_per_job=6", "task.limit=2000"))
+    driver = _driver(_sweep(tiny_model, tmp_path, "hydra.sweeper.points_per_job=6", "task.limit=2000"))
     store = SweepStore(tmp_path)
     marker = _wait_for(lambda: next((json.loads(p.read_text()) for p in store.running_dir.glob("*.json")), None)
                        if store.running_dir.is_dir() else None, 120, "a point to start")
@@ -102,8 +106,8 @@ def test_job_signalled_before_its_time_limit_is_requeued_and_finishes(tiny_model
     # record: USR2 to the job's processes. submitit then checkpoints the group and requeues the job, and the
     # requeued attempt skips the points that have records. 36 points of ~1 s each leave the first attempt
     # far from finished when the signal comes, however slow the machine (a slower machine only widens it).
-    driver = _driver(_sweep(tiny_model, tmp_path, "sampler.seed=0,1,2,3,4,5", "launcher.points_per_job=36",
-                            "task.limit=1000", "batch_size=4", "launcher.max_num_timeout=5"))
+    driver = _driver(_sweep(tiny_model, tmp_path, "sampler.seed=0,1,2,3,4,5", "hydra.sweeper.points_per_job=36",
+                            "task.limit=1000", "batch_size=4", "hydra.launcher.max_num_timeout=5"))
     store = SweepStore(tmp_path)
     first = _wait_for(lambda: next((json.loads(p.read_text()) for p in store.jobs_dir.glob("*.0.json")), None)
                       if store.jobs_dir.is_dir() else None, 180, "the first point of the first attempt")

@@ -1,0 +1,199 @@
+"""``hydra/sweeper=illada_grid`` (the default of ``illada-sweep -m``): the grid, validated, grouped, resumable.
+
+    illada-sweep -m sampler.steps=8,4,2 sampler.remasking=low_confidence,random task.limit=100
+    illada-sweep -m +ablation=frontier                                  # an ablation's `sweep:` grids
+    illada-sweep -m +ablation=scoring hydra/launcher=submitit_slurm hydra.launcher.partition=gpu
+
+The points are the cartesian product of the sweep overrides (Hydra's grammar: ``a,b``, ``range()``,
+``choice()``, ``glob()``) and of an ablation's ``sweep:`` block, as Hydra's basic sweeper would make them, but:
+
+* every point is composed (as a Hydra job's config) and resolved before anything runs; errors name the point
+  and the override behind them (``on_invalid=skip`` drops invalid points instead);
+* points that share a model are grouped ``points_per_job`` to a job (:class:`illada.runner.PointGroup`), so a
+  model loads once per job;
+* jobs run where ``hydra/launcher`` says: in this process (``basic``), or as submitit jobs with the launcher's
+  queue settings (``submitit_local``, ``submitit_slurm``, site profiles), in arrays below Slurm's MaxArraySize,
+  collected as they finish (no batch barrier); a job that dies leaves failure records with its state and log;
+* the results store (``sweep_dir``) keeps one record per point: the same command runs only what has none.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from sweeps.expand import Plan, PlannedPoint, SweepError, culprit, grids
+from sweeps.sweeper import IlladaSweeper
+
+
+@dataclass
+class GridSweeperConf:
+    """``hydra.sweeper`` when ``hydra/sweeper=illada_grid``."""
+
+    _target_: str = "hydra_plugins.illada_sweepers.GridSweeper"
+    points_per_job: int = 16  # points of one model per job; each job loads its model once
+    max_array_size: Optional[int] = None  # tasks per Slurm array; null: the cluster's MaxArraySize
+    on_invalid: str = "error"  # error: an invalid point stops the sweep before anything runs; skip: drop it
+    rerun_failed: bool = False  # also run points whose record is a failure (the old record is archived)
+    dry_run: bool = False  # validate and print the plan with each point's state; run and write nothing
+    wait: bool = True  # false: submit and exit (`illada-status` follows; the same command resumes)
+    poll_s: float = 5.0  # how often submitted jobs are checked
+    lost_after_s: float = 60.0  # fallback: a Slurm job gone from squeue that sacct still does not know is lost
+    plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
+
+
+class GridSweeper(IlladaSweeper):
+    """Composes and validates every point, then runs the missing ones in groups through the launcher."""
+
+    def __init__(self, **conf: Any) -> None:
+        super().__init__(**conf)
+        self.counts: dict[str, float] = {}  # what the last run's jobs did (in process: also their wall seconds)
+
+    # ------------------------------------------------------------------------------------------ planning
+    def plan(self, arguments: list[str]) -> Plan:
+        """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong.
+        The sweep directory is checked to be writable first (unless ``dry_run``)."""
+        from illada.loading import DeviceUnavailableError
+
+        self._check_options()
+        parser = self.parser()
+        try:
+            parsed = parser.parse_overrides(list(arguments))
+            fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+            base = self.compose(fixed)
+            axes = grids(parser, base, parsed)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise SweepError(str(e).strip()) from None
+        self.sweep_root(base, write=not self.conf["dry_run"])  # before validating a large sweep
+        plan = Plan(base=base, points=[], fixed=fixed)
+        errors: list[str] = []
+        causes: set[str] = set()
+        seen: set[str] = set()
+        combos = [combo for grid in axes for combo in itertools.product(*grid)]
+        for i, combo in enumerate(combos):
+            own = list(combo)
+            try:
+                resolved = self.validate(self.compose(fixed + own))
+            except (ValueError, OSError, DeviceUnavailableError) as e:
+                message = str(e).strip()
+                cause = f"caused by {culprit(message, fixed + own)!r}: {message}"
+                causes.add(cause)
+                errors.append(f"point {i + 1}/{len(combos)} [{' '.join(own) or 'no sweep overrides'}]: {cause}")
+                continue
+            if resolved.key in seen:
+                plan.duplicates += 1
+                continue
+            seen.add(resolved.key)
+            plan.points.append(PlannedPoint(own, resolved))
+        skip = "pass hydra.sweeper.on_invalid=skip to drop invalid points"
+        if errors and self.conf["on_invalid"] != "skip" and len(causes) == 1 and "\n" not in next(iter(causes)):
+            # one cause (a model that cannot be described, a device that is not there): one line says it all
+            raise SweepError(f"{'all ' if len(errors) == len(combos) else ''}{len(errors)} of {len(combos)} points "
+                             f"are invalid, {next(iter(causes))}; nothing was run ({skip})")
+        if errors and self.conf["on_invalid"] != "skip":
+            shown = "\n  ".join(errors[:10])
+            more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+            raise SweepError(f"{len(errors)} of {len(combos)} points are invalid; nothing was run:\n  {shown}{more}\n"
+                             f"(fix the overrides, or {skip})")
+        plan.invalid = errors
+        return plan
+
+    def _check_options(self) -> None:
+        c = self.conf
+        if c["on_invalid"] not in ("error", "skip"):
+            raise SweepError(f"hydra.sweeper.on_invalid={c['on_invalid']!r}: choose error or skip")
+        ppj = c["points_per_job"]
+        if isinstance(ppj, bool) or not isinstance(ppj, int) or ppj < 1:
+            raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
+        self.check_launcher("the illada_grid sweeper")
+
+    # ------------------------------------------------------------------------------------------- running
+    def run(self, arguments: list[str]) -> Any:
+        """Run the sweep the overrides describe and return its :class:`~illada.store.SweepStore`."""
+        from illada.launch import collect, slurm_max_array_size, submit
+        from illada.runner import PointGroup, group_points, run_inprocess
+        from illada.store import SweepStore
+
+        start = time.perf_counter()
+        plan = self.plan(arguments)
+        c, cfg = self.conf, plan.base
+        store = SweepStore(self.root)
+        _report_plan(plan, time.perf_counter() - start)
+        keys = [p.resolved.key for p in plan.points]
+        if c["dry_run"]:
+            for p in plan.points:
+                print(f"  {p.resolved.key}  {store.state(p.resolved.key):8s} {' '.join(p.overrides)}")
+            return store
+        self.save_multirun(store.root)
+        for p in plan.points:
+            store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
+        store.set_current_plan(keys)  # status and analysis count these points; other records become superseded
+        triage = store.triage(keys, rerun_failed=c["rerun_failed"])
+        _report_triage(store, triage, c["rerun_failed"])
+        todo = set(triage.todo)
+        points = [p.resolved for p in plan.points if p.resolved.key in todo]
+        threads = cfg.get("threads")
+        groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, c["points_per_job"])]
+        print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
+              f"({self.cluster}) into {store.root}")
+        if groups and self.in_process:
+            self.counts = run_inprocess(groups)
+        elif groups:
+            executor = self.executor()
+            max_array = c["max_array_size"] or (slurm_max_array_size() if self.cluster == "slurm" else len(groups))
+            submitted = submit(executor, groups, max_array)
+            ids = sorted({s.job.job_id.split("_")[0] for s in submitted})
+            print(f"submitted {len(submitted)} jobs in {len(ids)} arrays: {' '.join(ids)} "
+                  f"(logs in {executor.folder})")
+            if not c["wait"]:
+                print(f"not waiting: follow with `illada-status {store.root}`, resume with the same command")
+                return store
+            self.counts = collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"])
+            if self.counts["jobs_failed"]:
+                print(f"{self.counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
+        status = store.status()
+        print(status.line())
+        if status.failed:
+            print(f"failed points: `illada-status {store.root} --failed`; rerun them with --rerun-failed")
+        if c["plot"]:
+            path = self.plot(store.root)
+            if path:
+                print(f"Pareto plot: {path}")
+        print(f"sweep wall time: {time.perf_counter() - start:.1f} s")
+        return store
+
+
+def _report_plan(plan: Plan, seconds: float) -> None:
+    extra = ""
+    if plan.invalid:
+        extra += (f"; skipped {len(plan.invalid)} invalid (hydra.sweeper.on_invalid=skip):\n  "
+                  + "\n  ".join(plan.invalid[:5]))
+    if plan.duplicates:
+        extra += (f"; {plan.duplicates} duplicates dropped (settings a task does not read, e.g. sampler.* for a "
+                  "multiple-choice task)")
+    print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
+
+
+
+def _report_triage(store, triage, rerun_failed: bool) -> None:
+    """Say what the store was made to do before the run: damaged records set aside, failures to rerun."""
+    from illada.store import FAILED
+
+    if triage.corrupt:
+        print(f"{len(triage.corrupt)} unreadable records (cut short by a crash?) moved to {store.archive_dir} "
+              f"as *.corrupt; their points run again: {' '.join(triage.corrupt[:5])}")
+    if not rerun_failed:
+        return
+    old = [k for k in store.status().superseded if store.state(k) == FAILED]
+    left = (f"; {len(old)} failure records of superseded points (no longer in the plan) left as they are"
+            if old else "")
+    if triage.rerun:
+        print(f"--rerun-failed: rerunning {len(triage.rerun)} failed points (their failure records moved to "
+              f"{store.archive_dir}){left}")
+    else:
+        print(f"--rerun-failed: no failed point in the current plan, nothing to rerun{left}")

@@ -1,0 +1,172 @@
+"""What illada's two Hydra sweepers share: composing a point, validating it, the store, the jobs' executor.
+
+:class:`IlladaSweeper` is the base of ``hydra/sweeper=illada_grid`` (:mod:`sweeps.grid_sweeper`) and
+``hydra/sweeper=illada_pareto`` (:mod:`sweeps.pareto_sweeper`). Both compose a point as Hydra composes a
+multirun job (``config_loader.load_sweep_config`` on the master config, so ``--cfg job`` shows what a job
+gets), turn it into a :class:`~illada.evaluate.Point` and resolve it before anything is launched, and run
+their jobs where ``hydra/launcher`` says: Hydra's basic launcher = this process, hydra-submitit-launcher =
+a submitit executor with the launcher's own queue settings (:mod:`sweeps.launchers`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.plugins import Plugins
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from sweeps.expand import SweepError, check_writable, os_error_line, to_point
+from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
+
+log = logging.getLogger(__name__)
+_ABSENT = object()
+
+
+def _is_value_override(o: Override) -> bool:
+    """``a.b=value`` on an existing key: applied to a copy instead of composing again."""
+    return o.type == OverrideType.CHANGE and "." in o.key_or_group and not o.key_or_group.startswith("hydra.")
+
+
+class IlladaSweeper(Sweeper):
+    """A Hydra sweeper whose jobs evaluate illada points into the results store at ``sweep_dir``."""
+
+    def __init__(self, **conf: Any) -> None:
+        self.conf = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                     for k, v in conf.items()}
+        self.conf.pop("_target_", None)
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.launcher = None
+        self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._described: dict[str, tuple] = {}
+        self.root: Path | None = None  # the sweep's results store, once known
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Hydra's entry: :meth:`run`, with a sweep that cannot run reported as one ``error:`` line (a
+        filesystem error too: a full disk, a read-only or vanished sweep dir)."""
+        from illada.search import SearchError
+
+        try:
+            return self.run(list(arguments))
+        except (SweepError, SearchError) as e:
+            raise SystemExit(f"error: {e}") from None
+        except OSError as e:
+            raise SystemExit(f"error: {os_error_line(e, self.root)}") from None
+
+    def run(self, arguments: list[str]) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------- composition
+    @property
+    def cluster(self) -> str | None:
+        """Where jobs run: ``inprocess`` (basic launcher), ``local`` or ``slurm`` (submitit), None (other)."""
+        return cluster_of(self.launcher)
+
+    def parser(self) -> OverridesParser:
+        assert self.hydra_context is not None
+        return OverridesParser.create(config_loader=self.hydra_context.config_loader)
+
+    def compose(self, overrides: Sequence[str]) -> DictConfig:
+        """A job's config, as Hydra composes it for these overrides (on top of the master config's Hydra
+        overrides), without the ``hydra`` node, as the job's task function gets it. Composed once per distinct
+        set of group choices; plain ``a.b=value`` overrides are applied to a copy as Hydra applies them, which
+        keeps validating hundreds of points fast."""
+        assert self.hydra_context is not None and self.config is not None
+        parsed = self.parser().parse_overrides(list(overrides))
+        structural = tuple(o.input_line for o in parsed if not _is_value_override(o))
+        try:
+            if structural not in self._composed:
+                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(structural))
+                with read_write(cfg), open_dict(cfg):
+                    del cfg["hydra"]  # what a job's task function gets (Hydra's run_job drops it too)
+                self._composed[structural] = cfg
+            cfg = copy.deepcopy(self._composed[structural])
+            for o in parsed:
+                if not _is_value_override(o):
+                    continue
+                if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
+                    raise SweepError(f"override {o.input_line!r}: there is no {o.key_or_group!r} in the config "
+                                     f"(check the spelling; `+{o.input_line}` adds a new key)")
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise SweepError(str(e).strip()) from None
+        return cfg
+
+    def sweep_root(self, base: DictConfig, write: bool = True) -> Path:
+        """The absolute results store (jobs may start in another working directory). With ``write``, checked
+        to be writable before anything is validated or submitted (a dry run writes nothing)."""
+        if "sweep_dir" not in base:
+            raise SweepError("sweep_dir: the config needs a sweep_dir (the results store of the sweep)")
+        self.root = Path(str(base.sweep_dir)).resolve()
+        if write:
+            check_writable(self.root)
+        return self.root
+
+    def validate(self, cfg: DictConfig):
+        """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes; raises ``ValueError``,
+        ``OSError`` (a model that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
+
+        In process (Hydra's basic launcher) this process is the job host, so a point whose device is not here
+        (``model.device=cuda`` without CUDA) is invalid; submitted jobs check it on their node."""
+        from illada.evaluate import model_limits, resolve
+        from illada.loading import check_device, resolve_model
+
+        point = to_point(cfg)
+        model = resolve_model(point.model)
+        if model not in self._described:
+            self._described[model] = model_limits(model)
+        resolved = resolve(point, *self._described[model])
+        if self.in_process:
+            check_device(point.device)
+        return resolved
+
+    # ---------------------------------------------------------------------------------------------- jobs
+    def executor(self):
+        """The submitit executor of the configured submitit launcher (makes its log folder)."""
+        try:
+            return submitit_executor(self.launcher)
+        except (ValueError, NameError) as e:  # submitit refuses a parameter its executor does not have
+            first = str(e).strip().splitlines()[0].split(" Valid arguments:")[0]
+            raise SweepError(f"hydra.launcher: {first}") from None
+
+    def check_launcher(self, what: str) -> None:
+        if self.cluster is None:
+            choice = OmegaConf.select(self.config, "hydra.runtime.choices.hydra/launcher")
+            raise SweepError(f"hydra/launcher={choice}: {what} runs jobs in this process (hydra/launcher=basic) or "
+                             "through hydra-submitit-launcher (submitit_local, submitit_slurm, or a site profile "
+                             "extending them); use hydra/sweeper=basic for other launchers")
+
+    @property
+    def in_process(self) -> bool:
+        return self.cluster == INPROCESS
+
+    # ------------------------------------------------------------------------------------------- results
+    def save_multirun(self, root: Path) -> None:
+        """``multirun.yaml`` in the sweep directory, as Hydra's launchers write it."""
+        root.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, root / "multirun.yaml")
+
+    def plot(self, root: Path) -> Path | None:
+        """``pareto.png`` of every finished point in the store; a failure to plot is only a warning."""
+        from illada.store import SweepStore
+        from sweeps.plot import pareto_plot
+
+        try:
+            return pareto_plot(SweepStore(root))
+        except Exception as e:  # noqa: BLE001 -- records are saved; a figure is not worth failing for
+            print(f"no Pareto plot: {type(e).__name__}: {e}")
+            return None
