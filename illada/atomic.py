@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 
-def _create_temp(target: Path) -> Path:
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")  # what create_temp names: .NAME.XXXX.tmp
+
+
+def create_temp(target: str | Path) -> Path:
     """A new empty file beside ``target``; unlike ``tempfile.mkstemp`` (always 0600) it honours the umask."""
+    target = Path(target)
     while True:
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
@@ -28,6 +33,14 @@ def _create_temp(target: Path) -> Path:
             return tmp
         except FileExistsError:  # another writer drew the same name: draw again
             continue
+
+
+def written_file(path: str | Path) -> Path:
+    """The file a temporary file of :func:`create_temp` was to become (``path`` itself for any other file),
+    so that an error while writing names the file the user knows."""
+    path = Path(path)
+    m = _TEMP_NAME.match(path.name)
+    return path.with_name(m["target"]) if m else path
 
 
 def fsync_path(path: str | Path, directory: bool = False) -> None:
@@ -49,7 +62,7 @@ def atomic_target(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write (and close); on success it is flushed and replaces ``target``, on error
     it is removed."""
     target = Path(target)
-    tmp = _create_temp(target)
+    tmp = create_temp(target)
     try:
         yield tmp
         fsync_path(tmp)

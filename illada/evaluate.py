@@ -27,7 +27,6 @@ import errno
 import functools
 import json
 import os
-import re
 import statistics
 import time
 import traceback
@@ -38,9 +37,10 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
+from illada.atomic import written_file
 from illada.loading import DeviceUnavailableError, LoadedModel, describe, load, parse_dtype, resolve_model
 from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
-from illada.records import SCHEMA_VERSION, directory_hash, now, provenance, settings_key, write_record
+from illada.records import SCHEMA_VERSION, directory_hash, now, provenance, safely, settings_key, write_record
 from illada.sampling import SamplerSettings, generate
 from illada.scoring import SCORERS, ScoringSettings
 from illada.tasks import GENERATION, MCItem, TaskData, get_task
@@ -231,20 +231,13 @@ def failure_summary(resolved: ResolvedPoint, error: BaseException, log_path: str
     device = getattr(resolved.point, "device", None)
     return {"schema": SCHEMA_VERSION, "key": resolved.key, "status": "failed", "settings": resolved.settings,
             "quality": None, "cost": None,
-            "provenance": {**_safely(lambda: provenance(device), lambda e: {"device": str(device),
+            "provenance": {**safely(lambda: provenance(device), lambda e: {"device": str(device),
                                                                            "provenance_error": _describe_error(e)}),
                            "started_at": started, "finished_at": now()},
-            "error": {"type": type(error).__name__, "message": _safely(lambda: str(error), _describe_error),
+            "error": {"type": type(error).__name__, "message": safely(lambda: str(error), _describe_error),
                       "log_path": log_path,
-                      "traceback": _safely(lambda: "".join(traceback.format_exception(error))[-4000:],
+                      "traceback": safely(lambda: "".join(traceback.format_exception(error))[-4000:],
                                            _describe_error)}}
-
-
-def _safely(get, fallback):
-    try:
-        return get()
-    except Exception as e:  # noqa: BLE001 -- building a failure record must never fail
-        return fallback(e)
 
 
 def _describe_error(e: BaseException) -> str:
@@ -413,18 +406,13 @@ def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, s
 EXPECTED_FAILURES = (ValueError, OSError, DeviceUnavailableError, NonFiniteLogitsError, torch.cuda.OutOfMemoryError)
 
 
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[^.]+\.tmp$")  # illada.atomic's temporary files: .NAME.XXXX.tmp
-
-
 def os_error_text(error: OSError) -> str:
     """``FILE: errno text [ECODE]`` for a filesystem error, naming the file being written rather than its
     temporary name (the file is left out when the system call did not say, as for ``write``)."""
     name = error.filename2 or error.filename
     where = ""
     if name is not None:
-        path = Path(os.fsdecode(name))
-        m = _TEMP_NAME.match(path.name)
-        where = f"{path.with_name(m['target']) if m else path}: "
+        where = f"{written_file(os.fsdecode(name))}: "
     code = errno.errorcode.get(error.errno or 0)
     return f"{where}{error.strerror or error}" + (f" [{code}]" if code else "")
 

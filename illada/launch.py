@@ -7,9 +7,10 @@ for each point it left without one, naming how the job ended (Slurm's state and 
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import submitit
 from submitit.slurm.slurm import SlurmJob
@@ -18,6 +19,8 @@ from illada.evaluate import ResolvedPoint, failure_summary
 from illada.runner import PointGroup, holder_gone
 from illada.slurm import slurm_accounting, slurm_max_array_size, slurm_queue  # noqa: F401 -- re-exported
 from illada.store import SweepStore
+
+Queue = Callable[[], "set[str] | None"]  # squeue's answer, asked at most once per poll
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -60,29 +63,30 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
     gone_since: dict[int, float] = {}
     while pending or watched:
         waiting = []
-        for s, ended in _poll(pending):
+        queue = functools.cache(slurm_queue)  # one squeue per poll, for the jobs and the markers alike
+        for s, ended in _poll(pending, queue):
             if ended is None:
                 waiting.append(s)
                 gone_since.pop(id(s), None)
             elif ended == "":  # left the queue, unknown to accounting so far
                 if time.monotonic() - gone_since.setdefault(id(s), time.monotonic()) > lost_after_s:
                     watched += _fail(s, store, counts, f"job {s.job.job_id} left the queue and Slurm's accounting "
-                                                       f"had no record of it after {lost_after_s:g} s")
+                                                       f"had no record of it after {lost_after_s:g} s", queue)
                 else:
                     waiting.append(s)
             elif ended == "COMPLETED":
-                watched += _finish(s, store, counts)
+                watched += _finish(s, store, counts, queue)
             else:
                 watched += _fail(s, store, counts, f"job {s.job.job_id} ended with {ended} before this point "
-                                                   "finished")
+                                                   "finished", queue)
         pending = waiting
-        watched = [o for o in watched if not o.settled(store, counts)]
+        watched = [o for o in watched if not o.settled(store, counts, queue)]
         if pending or watched:
             time.sleep(poll_s)
     return counts
 
 
-def _poll(pending: Sequence[Submitted]) -> list[tuple[Submitted, str | None]]:
+def _poll(pending: Sequence[Submitted], queue: Queue) -> list[tuple[Submitted, str | None]]:
     """Each job with how it ended: None (still running), "COMPLETED" (read its result), "" (left the queue,
     unknown to accounting) or how Slurm accounts its end ("Slurm state CANCELLED, exit code 0:15")."""
     out: list[tuple[Submitted, str | None]] = []
@@ -94,7 +98,7 @@ def _poll(pending: Sequence[Submitted]) -> list[tuple[Submitted, str | None]]:
             out.append((s, "COMPLETED"))
         else:
             slurm.append(s)
-    queued = slurm_queue() if slurm else None
+    queued = queue() if slurm else None
     left = [s for s in slurm if queued is not None and s.job.job_id not in queued]
     accounting = (slurm_accounting(s.job.job_id for s in left) if left else None) or {}
     out += [(s, None) for s in slurm if queued is None or s.job.job_id in queued]
@@ -107,12 +111,12 @@ def _poll(pending: Sequence[Submitted]) -> list[tuple[Submitted, str | None]]:
     return out
 
 
-def _finish(s: Submitted, store: SweepStore, counts: dict[str, int]) -> list[_Orphan]:
+def _finish(s: Submitted, store: SweepStore, counts: dict[str, int], queue: Queue) -> list[_Orphan]:
     try:
         result = s.job.result()
     except Exception as exc:  # noqa: BLE001 -- the group raised, or left no result: the points left need a record
         return _fail(s, store, counts, f"job {s.job.job_id} ended in state {s.job.state} before this point "
-                                       f"finished: {type(exc).__name__}: {str(exc).strip()[-1500:]}")
+                                       f"finished: {type(exc).__name__}: {str(exc).strip()[-1500:]}", queue)
     for k, v in result.items():
         counts[k] += v
     return []
@@ -127,19 +131,19 @@ class _Orphan:
     cause: str
     log_path: str
 
-    def settled(self, store: SweepStore, counts: dict[str, int]) -> bool:
+    def settled(self, store: SweepStore, counts: dict[str, int], queue: Queue) -> bool:
         record = store.record(self.point.key)
         if record is not None:
             counts["done" if record.get("status") == "ok" else "failed"] += 1
             return True
         marker = store.running(self.point.key)
-        if marker is None or holder_gone(store, self.point.key, marker):
+        if marker is None or holder_gone(store, self.point.key, marker, queue):
             _write_failure(store, self.point, self.cause, self.log_path, counts)
             return True
         return False
 
 
-def _fail(s: Submitted, store: SweepStore, counts: dict[str, int], cause: str) -> list[_Orphan]:
+def _fail(s: Submitted, store: SweepStore, counts: dict[str, int], cause: str, queue: Queue) -> list[_Orphan]:
     """Failure records for the points ``s`` left without one; those a live other job holds are returned to
     be watched instead."""
     counts["jobs_failed"] += 1
@@ -150,7 +154,7 @@ def _fail(s: Submitted, store: SweepStore, counts: dict[str, int], cause: str) -
             continue
         marker = store.running(point.key)
         if marker is not None and str(marker.get("job_id")) != s.job.job_id and \
-                not holder_gone(store, point.key, marker):
+                not holder_gone(store, point.key, marker, queue):
             orphans.append(_Orphan(point, cause, log_path))
         else:
             _write_failure(store, point, cause, log_path, counts)

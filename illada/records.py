@@ -99,12 +99,13 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _safe(get: Callable[[], Any]) -> Any:
-    """``get()``, or None when it raises: provenance is informative and must never fail a record."""
+def safely(get: Callable[[], Any], fallback: Callable[[Exception], Any] = lambda e: None) -> Any:
+    """``get()``, or ``fallback(error)`` when it raises: provenance and failure records are informative and
+    building them must never fail."""
     try:
         return get()
-    except Exception:
-        return None
+    except Exception as e:  # noqa: BLE001
+        return fallback(e)
 
 
 def _torch() -> Any:
@@ -118,9 +119,9 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
     import illada
 
     return {
-        "device": str(device), "device_name": device_name(device), "torch": _safe(lambda: _torch().__version__),
-        "cuda": _safe(lambda: _torch().version.cuda), "illada": illada.__version__, "git_commit": _safe(git_commit),
-        "hostname": _safe(socket.gethostname), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "device": str(device), "device_name": device_name(device), "torch": safely(lambda: _torch().__version__),
+        "cuda": safely(lambda: _torch().version.cuda), "illada": illada.__version__, "git_commit": safely(git_commit),
+        "hostname": safely(socket.gethostname), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
         "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"), "python": platform.python_version(),
     }
 

@@ -14,13 +14,14 @@ once its holder is gone. Each point is thus evaluated once however many jobs lis
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import submitit
 import torch
@@ -75,19 +76,23 @@ def job_identity() -> dict[str, Any]:
 MINE, RECORDED, HELD = "mine", "recorded", "held"
 
 
-def holder_gone(store: SweepStore, key: str, marker: Mapping[str, Any]) -> bool:
+def holder_gone(store: SweepStore, key: str, marker: Mapping[str, Any],
+                queue: Callable[[], set[str] | None] = slurm_queue) -> bool:
     """True when the job that wrote the point's running ``marker`` is gone: on this host its process has
     exited (or the marker is unreadable); on another host its Slurm job has left the queue. A holder that
-    cannot be checked (another host, not a Slurm job, or squeue not answering) counts as alive."""
+    cannot be checked (another host, not a Slurm job, or squeue not answering) counts as alive. ``queue``
+    answers squeue; a caller checking many markers at once passes one snapshot (``functools.cache``) so that
+    squeue is asked once, not once per point."""
     if store.is_stale(key):
         return True
     if marker.get("host") == socket.gethostname() or marker.get("cluster") != "slurm" or not marker.get("job_id"):
         return False
-    queued = slurm_queue()
+    queued = queue()
     return queued is not None and str(marker["job_id"]) not in queued
 
 
-def claim_point(store: SweepStore, key: str, job: Mapping[str, Any]) -> str:
+def claim_point(store: SweepStore, key: str, job: Mapping[str, Any],
+                queue: Callable[[], set[str] | None] = slurm_queue) -> str:
     """Try to hold point ``key`` for ``job`` (a running marker): MINE (evaluate it), RECORDED (it has a record
     already) or HELD (a live other job evaluates it). A marker of this same job (an earlier attempt, before
     a requeue), of this process (left by an interrupted earlier group) or of a job that is gone is taken
@@ -98,7 +103,7 @@ def claim_point(store: SweepStore, key: str, job: Mapping[str, Any]) -> str:
         marker = store.running(key)
         own = marker is not None and (marker.get("job_id") == job["job_id"] or
                                       (marker.get("host"), marker.get("pid")) == (job["host"], job["pid"]))
-        if marker is not None and not own and not holder_gone(store, key, marker):
+        if marker is not None and not own and not holder_gone(store, key, marker, queue):
             return HELD
         if store.claim(key, dict(job), stale=marker):
             if store.has_record(key):  # its holder finished between our look and our claim
@@ -163,8 +168,9 @@ class _Attempt:
         """Wait for the points other jobs hold: count their records, take over those their holder left."""
         while self.held:
             waiting = []
+            queue = functools.cache(slurm_queue)  # one squeue per round, however many points are held
             for point in self.held:
-                claim = claim_point(self.store, point.key, self.marker)
+                claim = claim_point(self.store, point.key, self.marker, queue)
                 if claim == MINE:
                     self.counts[self.evaluate(point)] += 1
                 elif claim == RECORDED:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from illada.atomic import atomic_write_text
+from illada.atomic import atomic_write_text, create_temp
 from illada.records import CorruptFileError, items_path, now, read_json, read_summary, summary_path, write_record
 
 DONE, FAILED, RUNNING, MISSING, CORRUPT = "done", "failed", "running", "missing", "corrupt"
@@ -250,11 +250,6 @@ class SweepStore:
         return target
 
     # ------------------------------------------------------------------------------------------- markers
-    def mark_running(self, key: str, job: dict[str, Any]) -> None:
-        """Claim a point for a job; an unreadable record the job is about to replace is moved aside first."""
-        self._set_aside_corrupt(key)
-        _write_json(self.running_dir / f"{key}.json", {**job, "key": key, "started_at": now()})
-
     def claim(self, key: str, job: dict[str, Any], stale: dict[str, Any] | None = None) -> bool:
         """Write the point's running marker only if it has none -- or, given the ``stale`` marker read
         before (:meth:`running`), only if the marker is still that one (taking over from a job that is gone).
@@ -280,7 +275,7 @@ class SweepStore:
                 aside.unlink()
                 if fresh:
                     return False
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = create_temp(path)
         tmp.write_text(json.dumps({**job, "key": key, "started_at": now()}, indent=2, default=str))
         try:
             os.link(tmp, path)
@@ -288,7 +283,7 @@ class SweepStore:
             return False
         finally:
             tmp.unlink()
-        self._set_aside_corrupt(key)  # as mark_running: the record this job will write replaces it
+        self._set_aside_corrupt(key)  # an unreadable record: the one this job will write replaces it
         return True
 
     def clear_running(self, key: str) -> None:

@@ -179,7 +179,6 @@ def _report_plan(plan: Plan, seconds: float) -> None:
     print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
 
-
 def _report_triage(store, triage, rerun_failed: bool) -> None:
     """Say what the store was made to do before the run: damaged records set aside, failures to rerun."""
     from illada.store import FAILED

@@ -131,8 +131,8 @@ def test_killed_in_process_search_runs_its_point_on_resume(tmp_path, tiny_model)
     resolved = resolve(to_point(s.base, suggest(trial, s.params)))
     trial.set_user_attr("key", resolved.key)
     s.store.plan(resolved.key, resolved.settings)
-    s.store.mark_running(resolved.key, {"host": socket.gethostname(), "pid": _dead_pid(),
-                                        "job_id": "local-1-0", "cluster": "local"})
+    s.store.claim(resolved.key, {"host": socket.gethostname(), "pid": _dead_pid(),
+                                  "job_id": "local-1-0", "cluster": "local"})
     assert s.store.is_stale(resolved.key)
 
     res = search(root, tiny_model, n_trials=2, enqueue=[REFERENCE]).run()

@@ -54,7 +54,7 @@ def test_status_reports_damaged_files_with_their_path_and_goes_on(tmp_path, caps
     store.write_job("2_0.0", {"gpus": 1, "load_seconds": 1800.0, "eval_seconds": 1800.0})
     _cut(store.jobs_dir / "2_0.0.json")
     store.plan("f" * 16, {"task": "arithmetic"})
-    store.mark_running("f" * 16, {"host": "node7", "pid": 1, "job_id": "3"})
+    store.claim("f" * 16, {"host": "node7", "pid": 1, "job_id": "3"})
     _cut(store.running_dir / f"{'f' * 16}.json")
     store.set_current_plan([*keys, "f" * 16])
 
@@ -88,14 +88,14 @@ def test_writing_over_a_corrupt_record_keeps_it(tmp_path):
         _cut(store.records_dir / f"{key}.json")
     store.write_failure(_failure(a))  # a job that died: its failure record replaces the damaged one
     assert store.record(a)["status"] == "failed"
-    store.mark_running(b, {"host": "node1", "pid": 1, "job_id": "9"})  # a job about to rewrite b's record
+    store.claim(b, {"host": "node1", "pid": 1, "job_id": "9"})  # a job about to rewrite b's record
     assert store.state(b) == "running"
     assert len(list(store.archive_dir.glob("*.json.corrupt"))) == 2
 
 
 def test_a_corrupt_running_marker_reads_as_stale(tmp_path):
     store = SweepStore(tmp_path)
-    store.mark_running("k" * 16, {"host": "elsewhere", "pid": 1, "job_id": "7"})
+    store.claim("k" * 16, {"host": "elsewhere", "pid": 1, "job_id": "7"})
     (store.running_dir / f"{'k' * 16}.json").write_bytes(b"\0" * 64)  # zero-filled after a crash
     marker = store.running("k" * 16)
     assert marker["corrupt"] and store.is_stale("k" * 16)
@@ -163,7 +163,7 @@ def test_every_store_file_honours_the_umask(tmp_path, umask):
     try:
         store = _sweep(tmp_path / "s", n=2, failures=1)  # plan files, records, per-item Parquet tables
         store.write_job("1_0.0", {"gpus": 1})
-        store.mark_running("f" * 16, {"host": "node1", "pid": 1, "job_id": "1"})
+        store.claim("f" * 16, {"host": "node1", "pid": 1, "job_id": "1"})
     finally:
         os.umask(old)
     files = [p for p in store.root.rglob("*") if p.is_file()]

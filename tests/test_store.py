@@ -24,7 +24,7 @@ def test_states_and_rerun_failed(tmp_path, tiny_model):
         store.plan(p.key, p.settings, [f"sampler.steps={p.settings['sampler']['steps']}"])
     assert store.status().missing == sorted([a.key, b.key, c.key])
 
-    store.mark_running(a.key, {"host": "elsewhere", "pid": 1, "job_id": "7"})
+    store.claim(a.key, {"host": "elsewhere", "pid": 1, "job_id": "7"})
     store.write_failure(failure_summary(b, RuntimeError("boom"), log_path="/logs/7.out"))
     st = store.status()
     assert (st.running, st.failed, st.missing) == ([a.key], [b.key], [c.key])
@@ -42,7 +42,7 @@ def test_stale_marker_of_a_dead_process(tmp_path, tiny_model):
     (p,) = points(tiny_model, steps=(8,))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    store.mark_running(p.key, {"host": socket.gethostname(), "pid": dead.pid, "job_id": "x"})
+    store.claim(p.key, {"host": socket.gethostname(), "pid": dead.pid, "job_id": "x"})
     assert store.status().stale == [p.key]
 
 

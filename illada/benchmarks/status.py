@@ -4,7 +4,7 @@
     python -m illada.benchmarks.status --source /tmp/old     # another checkout (e.g. ``git archive`` of HEAD)
 
 The sweep is written with the store's own functions (``SweepStore.plan``, ``write_record``, ``write_job``,
-``mark_running``, ``set_current_plan``): generation records in the real schema (``analysis.synthetic``), 2%
+``claim``, ``set_current_plan``): generation records in the real schema (``analysis.synthetic``), 2%
 failures, one job file per 16 points and a few running markers.
 """
 
@@ -35,7 +35,7 @@ def make_sweep(root: Path, n: int = 5000) -> Path:
     for i in range(3):  # points being evaluated: planned, a marker, no record yet
         key = f"{i:016x}"
         store.plan(key, {"task": "gsm8k"}, [f"seed={i}"])
-        store.mark_running(key, {"host": "node2", "pid": 4242, "job_id": f"999_{i}"})
+        store.claim(key, {"host": "node2", "pid": 4242, "job_id": f"999_{i}"})
         keys.append(key)
     store.set_current_plan(keys)
     return root
