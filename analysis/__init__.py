@@ -1,7 +1,7 @@
 """Analysis of sweep results: tidy frames, Pareto fronts, figures, and the scoring-ablation report.
 
     from analysis import load_sweeps, pareto_front, frontier_plot
-    sweeps = load_sweeps(["runs/frontier"])          # .points (one row per finished point), .failures
+    sweeps = load_sweeps(["runs/sweeps/frontier"])   # .points (one row per finished point), .failures
     pareto_front(sweeps.points, x="seconds_per_sample", y="accuracy")
     frontier_plot(sweeps.points).savefig("pareto.png")
 """

@@ -1,9 +1,15 @@
 """Paper-style figures of a sweep frame (see :mod:`analysis.load`), each returning a matplotlib Figure.
 
-* :func:`frontier_plot` -- any cost vs accuracy, one panel per task (columns) and model (rows): hue by
-  remasking rule (a multiple-choice point: its scorer), marker by block length, dominated points faded, the
-  Pareto front drawn as a staircase with the 95% Wilson intervals of its points.
-* :func:`heatmap_plot` -- steps x block length of the fixed schedule, one panel per task and model.
+One encoding everywhere (``illada-sweep``'s ``pareto.png``, ``illada-report``, the notebooks): colour = the
+decoding method (:func:`decoding_colour`: fixed / threshold / factor or a multiple-choice scorer, shaded by KV
+cache), marker = the block length (:func:`block_marker`), points named by :func:`point_labels`
+(``threshold 0.9 + dual cache``, ``fixed, 8 steps, block 4``), axes labelled with units by :func:`axis_label`.
+
+* :func:`frontier_plot` -- any cost vs accuracy, one panel per task (columns) and model (rows): the Pareto
+  front as a staircase whose points carry their 95% Wilson intervals and names, dominated points small and
+  faint, the legend below the panels.
+* :func:`heatmap_plot` -- steps x block length of the fixed schedule, one panel per task and model (not drawn
+  below 2 x 2 cells; no colour bar when every cell is equal).
 * :func:`ablation_plot` -- the scoring ablation: accuracies with CIs and the paired difference, beside the paper.
 
 :func:`save_figure` writes PNG (200 dpi) and SVG.
@@ -15,6 +21,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -23,7 +30,11 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.pareto import MAX, MIN, pareto_mask
-from analysis.tables import MISSING, category_label
+from analysis.tables import category_label
+
+#: the default cost column of the latency figures and tables (one place: a later change of the latency
+#: quantity changes it here)
+LATENCY = "seconds_per_sample"
 
 #: axis label (with unit) and the factor from the frame's unit to the plotted one
 AXES: dict[str, tuple[str, float]] = {
@@ -38,26 +49,127 @@ AXES: dict[str, tuple[str, float]] = {
     "sampler.steps": ("steps", 1.0),
     "sampler.block_length": ("block length (tokens)", 1.0),
 }
-LEGEND_TITLES = {"sampler.remasking": "remasking / scorer", "sampler.block_length": "block length",
-                 "decoding": "decoding"}
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p"]
+#: the columns a frontier can put on its x axis (``illada-report --latency`` takes one of them)
+COST_COLUMNS = ("seconds_per_sample", "latency_p50_s", "latency_p95_s", "nfe_per_sample", "tokens_per_forward",
+                "tokens_per_second", "peak_memory_bytes")
+#: how a task's quality metric reads in an axis label ("accuracy (exact match, %)")
+METRIC_NAMES = {"exact_match": "exact match", "acc_norm": "length-normalised"}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p"]
 
 
-def axis_label(column: str) -> str:
-    return AXES.get(column, (column, 1.0))[0]
+def axis_label(column: str, data: pd.DataFrame | None = None) -> str:
+    """The label (with unit) of ``column``; accuracy names the task's metric when ``data`` has a single one."""
+    label = AXES.get(column, (column, 1.0))[0]
+    if column == "accuracy" and data is not None and "metric" in data:
+        metrics = data["metric"].dropna().unique()
+        if len(metrics) == 1 and metrics[0] in METRIC_NAMES:
+            label = f"accuracy ({METRIC_NAMES[metrics[0]]}, %)"
+    return label
 
 
 def scaled(values: pd.Series, column: str) -> pd.Series:
     return values.astype(float) * AXES.get(column, (column, 1.0))[1]
 
 
+# ------------------------------------------------------------------------------- encodings shared by all figures
+#: decoding families and their colour-blind-safe base colours (seaborn's "colorblind" palette)
+_FAMILIES = {"fixed": 0, "threshold": 1, "factor": 2, "confidence": 4, "likelihood": 5, "ar_order": 7}
+#: a KV cache keeps its family's hue: lighter for the prefix cache, darker for the dual cache
+_CACHE_SHADE = {"": 0.0, "prefix": 0.45, "dual": -0.4}
+
+
+def decoding_label(decoding: str) -> str:
+    """``threshold+dual cache`` (the frame's ``decoding`` column) -> ``threshold + dual cache``."""
+    return " + ".join(part.strip() for part in str(decoding).split("+"))
+
+
+def decoding_colour(decoding: str) -> tuple[float, float, float]:
+    """One colour per decoding method, the same in every figure: hue = rule (fixed / threshold / factor, or a
+    multiple-choice scorer), shade = KV cache (lighter: prefix, darker: dual)."""
+    family, _, cache = decoding_label(decoding).partition(" + ")
+    base = sns.color_palette("colorblind", 10)
+    colour = np.array(base[_FAMILIES[family]] if family in _FAMILIES
+                      else base[(3, 6, 8, 9)[sum(map(ord, family)) % 4]])  # stable for a name
+    shade = _CACHE_SHADE.get(cache.removesuffix(" cache").strip(), 0.0)
+    colour = colour + (1 - colour) * shade if shade > 0 else colour * (1 + shade)
+    return tuple(float(c) for c in colour)
+
+
+def block_marker(block_length) -> str:
+    """One marker per block length, the same in every figure and report (1 o, 2 s, 4 ^, 8 D, 16 v, ...)."""
+    if block_length is None or block_length != block_length:
+        return "o"
+    value = int(block_length)
+    index = value.bit_length() - 1 if value > 0 and value & (value - 1) == 0 else value
+    return MARKERS[index % len(MARKERS)]
+
+
+def point_labels(df: pd.DataFrame) -> pd.Series:
+    """A short human name per point from its settings: ``fixed, 8 steps, block 4``, ``threshold 0.9 + dual
+    cache``, ``confidence``. Steps and block length always name a fixed-schedule point; other settings appear
+    only where they vary across ``df`` (``threshold 0.9, block 32``, ``fixed, ..., random remasking``)."""
+    if df.empty:
+        return pd.Series(dtype=str, index=df.index)
+
+    def varies(column: str, rows: pd.DataFrame = df) -> bool:
+        return column in rows and rows[column].dropna().astype(str).nunique() > 1
+
+    extras = [c for c in ("sampler.gen_length", "sampler.remasking", "sampler.temperature", "sampler.cfg_scale",
+                          "scorer.mc_num") if varies(c)]
+    # a fixed-schedule point always names its block; a threshold / factor point only if theirs differ
+    rules = df[df["decoding"].astype(str).str.startswith(("threshold", "factor"))] if "decoding" in df else df
+    block_varies = varies("sampler.block_length", rules)
+
+    def label(row: pd.Series) -> str:
+        decoding = decoding_label(row.get("decoding", "fixed"))
+        family, _, cache = decoding.partition(" + ")
+        parts = [family]
+        if family == "fixed":
+            steps, block = category_label(row.get("sampler.steps")), category_label(row.get("sampler.block_length"))
+            parts = [f"fixed, {steps} steps, block {block}"]
+        elif family in ("threshold", "factor"):
+            parts = [f"{family} {category_label(row.get(f'sampler.{family}'))}"]
+            if block_varies:
+                parts.append(f"block {category_label(row.get('sampler.block_length'))}")
+        for column in extras:
+            value = row.get(column)
+            if value is None or value != value:
+                continue
+            name = column.split(".", 1)[1]
+            if name == "remasking":
+                parts.append(f"{str(value).replace('_', ' ')} remasking")
+            elif name == "gen_length":
+                parts.append(f"{category_label(value)} tokens")
+            elif name == "mc_num":
+                parts.append(f"{category_label(value)} MC samples")
+            else:
+                parts.append(f"{name.replace('_', ' ')} {category_label(value)}")
+        return ", ".join(parts) + (f" + {cache}" if cache else "")
+
+    return df.apply(label, axis=1)
+
+
+def _plain_log_axis(axis) -> None:
+    """A log axis with plain numbers (2, 5, 10, 20 ms rather than 2x10^0), minor ticks unlabelled."""
+    axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 @contextlib.contextmanager
 def paper_style() -> Iterator[None]:
     """Seaborn's paper context, white grid, colour-blind palette, editable SVG text; restored on exit."""
+    # IPython's inline backend, chosen when the first figure is drawn, turns interactive mode on; were that
+    # inside this context, leaving it would turn it off again and the notebook would show no later figure
+    interactive = matplotlib.is_interactive()
     rc = {"svg.fonttype": "none", "savefig.bbox": "tight", "axes.titleweight": "bold", "legend.frameon": False}
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.25), plt.rc_context(rc), \
-            sns.color_palette("colorblind"):
-        yield
+    try:
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.25), plt.rc_context(rc), \
+                sns.color_palette("colorblind"):
+            yield
+            interactive = matplotlib.is_interactive()
+    finally:
+        matplotlib.interactive(interactive)
 
 
 def save_figure(fig: plt.Figure, out_dir: str | Path, name: str, formats: Sequence[str] = ("png", "svg"),
@@ -71,72 +183,68 @@ def save_figure(fig: plt.Figure, out_dir: str | Path, name: str, formats: Sequen
     return paths
 
 
-# ------------------------------------------------------------------------------------------------- encodings
-def _levels(labels: pd.Series) -> list[str]:
-    """Category labels in order: numbers numerically, then the others (``n/a`` last)."""
-    present = pd.Series(labels.dropna().unique(), dtype=object)
-    numeric = pd.to_numeric(present, errors="coerce")
-    numbers = [str(v) for _, v in sorted(zip(numeric[numeric.notna()], present[numeric.notna()]))]
-    others = sorted(present[numeric.isna()], key=lambda v: (v == MISSING, v))
-    return numbers + others
-
-
-def _encode(data: pd.DataFrame, column: str | None, fallback: str | None) -> pd.Series:
-    """A column as category labels; a missing value takes ``fallback``'s (e.g. a scorer name for an MC point)."""
-    if column is None or column not in data:
-        return pd.Series(MISSING, index=data.index) if fallback not in data else data[fallback].map(category_label)
-    labels = data[column].map(category_label)
-    if fallback in data:
-        labels = labels.mask(data[column].isna(), data[fallback].map(category_label))
-    return labels
-
-
-def _heading(text: str) -> tuple[Line2D, str]:
-    return Line2D([], [], linestyle="none"), f"$\\bf{{{text.replace(' ', '~')}}}$"
-
-
 # --------------------------------------------------------------------------------------------------- frontier
-def frontier_plot(df: pd.DataFrame, x: str = "seconds_per_sample", y: str = "accuracy",
-                  directions: tuple[str, str] = (MIN, MAX), hue: str | None = "sampler.remasking",
-                  style: str | None = "sampler.block_length", col: str = "task", row: str = "model_name",
+#: at most this many front points are named on the plot (the report's front table names them all)
+MAX_FRONT_LABELS = 8
+
+
+def frontier_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy",
+                  directions: tuple[str, str] = (MIN, MAX), col: str = "task", row: str = "model_name",
                   log_x: bool | None = None, title: str | None = None) -> plt.Figure:
     """``y`` against ``x`` per task (columns) and model (rows), with each panel's Pareto front.
 
-    ``log_x`` defaults to a log axis when ``x`` spans more than a factor of 20."""
+    Colour: the decoding method (:func:`decoding_colour`); marker: the block length (:func:`block_marker`).
+    The front is a staircase whose points carry their 95% Wilson interval; on a figure of one panel also their
+    names (:func:`point_labels`; many small panels have no room for them: the report's front table names them).
+    Dominated points are small and faint. ``log_x`` defaults to a log axis when ``x`` spans more than a
+    factor of 5."""
     data = df.dropna(subset=[x, y]).copy()
     if data.empty:
         raise ValueError(f"no point has both {x!r} and {y!r}")
-    data["_hue"] = _encode(data, hue, "decoding")
-    data["_style"] = _encode(data, style, None)
+    data["_decoding"] = (data["decoding"] if "decoding" in data else pd.Series("fixed", index=data.index)
+                         ).map(decoding_label)
+    blocks = data["sampler.block_length"] if "sampler.block_length" in data else pd.Series(np.nan, index=data.index)
+    data["_block"] = blocks
+    data["_label"] = point_labels(data)
     data["_front"] = pareto_mask(data, x, y, directions, by=[c for c in (col, row) if c in data])
     data["_x"], data["_y"] = scaled(data[x], x), scaled(data[y], y)
-    hue_order, style_order = _levels(data["_hue"]), _levels(data["_style"])
-    palette = dict(zip(hue_order, sns.color_palette("colorblind", len(hue_order))))
-    markers = dict(zip(style_order, (MARKERS * 4)[:len(style_order)]))
     col, row, wrap = _facets(data, col, row)
+    n_cols = wrap or (data[col].nunique() if col in data else 1)
+    single = n_cols == 1 and row is None
     with paper_style():
-        grid = sns.FacetGrid(data, col=col, row=row, col_wrap=wrap, sharex=False, sharey=False, height=3.2,
-                             aspect=1.3, margin_titles=row is not None, despine=False)
+        # one panel: 7 x ~4.5 in with the legend below; more: a grid of smaller panels
+        grid = sns.FacetGrid(data, col=col, row=row, col_wrap=wrap, sharex=False, sharey=False,
+                             height=3.7 if single else 3.2, aspect=1.85 if single else 1.35,
+                             margin_titles=row is not None, despine=False)
         for (i, j, _), panel in grid.facet_data():
-            _draw_frontier(grid.facet_axis(i, j), panel, x, y, directions, palette, markers, log_x)
-        grid.set_axis_labels(axis_label(x), axis_label(y))
-        for ax in grid.axes.flat:  # every panel has its own x scale, so every panel names it
-            ax.set_xlabel(axis_label(x) if ax.has_data() else "")
+            ax = grid.facet_axis(i, j)
+            _draw_frontier(ax, panel, y, directions, log_x, name_front=single)
+            # every panel has its own scales (and its task its metric), so every panel names them
+            ax.set_xlabel(axis_label(x, panel) if len(panel) else "")
+            ax.set_ylabel(axis_label(y, panel) if len(panel) else "")
         grid.set_titles(col_template="{col_name}", row_template="{row_name}", template="{col_name}")
-        handles = [_heading(LEGEND_TITLES.get(hue, hue or "variant"))]
-        handles += [(Line2D([], [], marker="o", ls="none", color=palette[h], markersize=7), h) for h in hue_order]
-        if len(style_order) > 1 or style_order != [MISSING]:
-            handles.append(_heading(LEGEND_TITLES.get(style, style or "")))
-            handles += [(Line2D([], [], marker=markers[s], ls="none", color="0.35", markersize=7), s)
-                        for s in style_order]
-        handles += [_heading("points"),
-                    (Line2D([], [], color="black", lw=1.4, marker="o", mfc="0.5", mec="black"), "Pareto front (95% CI)"),
-                    (Line2D([], [], marker="o", ls="none", color="0.5", alpha=0.3), "dominated")]
-        grid.figure.legend(*zip(*handles), loc="center left", bbox_to_anchor=(1.0, 0.5), handletextpad=0.4)
+        handles = _legend_handles(data)
         if title:
-            grid.figure.suptitle(title, y=1.02)
+            grid.figure.suptitle(title)
         grid.figure.tight_layout()
+        # below the panels, a few entries a row: it never takes the width of the plot
+        grid.figure.legend(*zip(*handles), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                           ncols=min(len(handles), 4 if single else 3 * n_cols + 1), handletextpad=0.3,
+                           columnspacing=1.2, fontsize="small")
     return grid.figure
+
+
+def _legend_handles(data: pd.DataFrame) -> list[tuple[Line2D, str]]:
+    """Decoding methods (colour), block lengths (marker, where more than one), front and dominated points."""
+    handles = [(Line2D([], [], marker="o", ls="none", color=decoding_colour(d), markersize=7), d)
+               for d in sorted(data["_decoding"].unique(), key=lambda d: (_FAMILIES.get(d.partition(" + ")[0], 99), d))]
+    blocks = sorted(data["_block"].dropna().unique())
+    if len(blocks) > 1:
+        handles += [(Line2D([], [], marker=block_marker(b), ls="none", color="0.35", markersize=7),
+                     f"block {category_label(b)}") for b in blocks]
+    handles += [(Line2D([], [], color="black", lw=1.4, marker="o", mfc="0.6", mec="black"), "Pareto front (95% CI)"),
+                (Line2D([], [], marker="o", ls="none", color="0.5", alpha=0.35, markersize=5), "dominated")]
+    return handles
 
 
 def _facets(data: pd.DataFrame, col: str, row: str) -> tuple[str, str | None, int | None]:
@@ -152,31 +260,70 @@ def _facets(data: pd.DataFrame, col: str, row: str) -> tuple[str, str | None, in
     return col, None, (min(4, pairs) if pairs > 4 or rows > 1 else None)
 
 
-def _draw_frontier(ax: plt.Axes, panel: pd.DataFrame, x: str, y: str, directions: tuple[str, str],
-                   palette: dict, markers: dict, log_x: bool | None) -> None:
+def _scatter(ax: plt.Axes, points: pd.DataFrame, **style) -> None:
+    """One scatter call per (decoding, block length): colours and markers from the shared encodings."""
+    for (decoding, block), group in points.groupby(["_decoding", points["_block"].fillna(-1)], sort=False):
+        ax.scatter(group["_x"], group["_y"], color=decoding_colour(decoding), marker=block_marker(
+            None if block == -1 else block), **style)
+
+
+def _draw_frontier(ax: plt.Axes, panel: pd.DataFrame, y: str, directions: tuple[str, str],
+                   log_x: bool | None, name_front: bool) -> None:
     if panel.empty:
         ax.set_axis_off()
         return
     front = panel[panel["_front"]].sort_values("_x")
-    common = dict(x="_x", y="_y", hue="_hue", style="_style", palette=palette, markers=markers, legend=False, ax=ax)
-    if not panel["_front"].all():
-        sns.scatterplot(data=panel[~panel["_front"]], alpha=0.28, s=30, edgecolor="none", zorder=2, **common)
-    if "ci_low" in front and y == "accuracy":
-        err = [front["_y"] - scaled(front["ci_low"], y), scaled(front["ci_high"], y) - front["_y"]]
-        ax.errorbar(front["_x"], front["_y"], yerr=err, fmt="none", ecolor="0.25", elinewidth=0.8, capsize=2.5,
+    dominated = panel[~panel["_front"]]
+    if len(dominated):  # many points: smaller and fainter, so the front stays readable
+        many = len(dominated) > 200
+        _scatter(ax, dominated, s=10 if many else 24, alpha=0.2 if many else 0.45, linewidths=0, zorder=2)
+    if y == "accuracy" and {"ci_low", "ci_high"} <= set(front.columns):
+        # clipped: a Wilson bound equals the estimate at 0 or 1 up to rounding (-1e-17)
+        err = [(front["_y"] - scaled(front["ci_low"], y)).clip(lower=0),
+               (scaled(front["ci_high"], y) - front["_y"]).clip(lower=0)]
+        ax.errorbar(front["_x"], front["_y"], yerr=err, fmt="none", ecolor="0.3", elinewidth=0.8, capsize=2.5,
                     zorder=3)
     # the front bounds the region its points dominate: each point covers the cheaper side of the next step
-    ax.step(front["_x"], front["_y"], where="post" if directions[0] == MIN else "pre", color="black", lw=1.4,
+    ax.step(front["_x"], front["_y"], where="post" if directions[0] == MIN else "pre", color="black", lw=1.2,
             zorder=4)
-    sns.scatterplot(data=front, s=62, edgecolor="black", linewidth=0.8, zorder=5, **common)
+    _scatter(ax, front, s=55, edgecolors="black", linewidths=0.8, zorder=5)
     xs = panel["_x"][panel["_x"] > 0]
-    if log_x if log_x is not None else (len(xs) and xs.max() / xs.min() > 20):
+    if log_x if log_x is not None else (len(xs) and xs.max() / xs.min() > 5):
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 20, 50, 100 rather than 10^2
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("")
-    ax.set_ylabel("")
+        _plain_log_axis(ax.xaxis)
+    if name_front:
+        _name_front(ax, front, directions)
+
+
+def _name_front(ax: plt.Axes, front: pd.DataFrame, directions: tuple[str, str]) -> None:
+    """Name the front points beside them, on the side no point can be (better on both axes); a name that would
+    leave the axes goes to the other side, and names that would overlap are moved apart vertically."""
+    if len(front) > MAX_FRONT_LABELS:  # name the ends and evenly spaced points between
+        front = front.iloc[np.unique(np.linspace(0, len(front) - 1, MAX_FRONT_LABELS).round().astype(int))]
+    ax.margins(y=0.12)  # room above the best point's name
+    left = directions[0] == MIN
+    texts = [ax.annotate(label, (px, py), xytext=(-6 if left else 6, 4), textcoords="offset points",
+                         ha="right" if left else "left", va="bottom", fontsize="x-small", color="0.15", zorder=6,
+                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+             for label, px, py in zip(front["_label"], front["_x"], front["_y"])]
+    renderer = ax.figure.canvas.get_renderer()
+    box = ax.get_window_extent(renderer)
+    for text in texts:
+        extent = text.get_window_extent(renderer)
+        if extent.x0 < box.x0 or extent.x1 > box.x1:  # flip to the other side of its point
+            text.set_horizontalalignment("left" if left else "right")
+            text.set_position((6 if left else -6, -4))
+            text.set_verticalalignment("top")
+    placed: list = []
+    points_per_pixel = 72 / ax.figure.dpi
+    for text in sorted(texts, key=lambda t: t.xy[1]):
+        extent = text.get_window_extent(renderer)
+        for other in placed:
+            if extent.overlaps(other):  # lift it just above the one it hits
+                dx, dy = text.get_position()
+                text.set_position((dx, dy + (other.y1 - extent.y0 + 1) * points_per_pixel))
+                extent = text.get_window_extent(renderer)
+        placed.append(extent)
 
 
 # ---------------------------------------------------------------------------------------------------- heatmap
@@ -194,27 +341,39 @@ def heatmap_plot(df: pd.DataFrame, value: str = "accuracy", index: str = "sample
         raise ValueError(f"no fixed-schedule point has {index!r}, {columns!r} and {value!r}")
     data = data.assign(_v=scaled(data[value], value))
     panels = list(data.groupby([c for c in (row, col) if c in data], sort=True))
+    shape = max(((p[index].nunique(), p[columns].nunique()) for _, p in panels), key=min)
+    if min(shape) < 2:  # a row or a column of cells shows no interaction: the front table says it better
+        raise ValueError(f"only {shape[0]} {axis_label(index)} x {shape[1]} {axis_label(columns)} value(s): "
+                         "a heat map needs at least 2 x 2 cells")
+    means = data.groupby([c for c in (row, col) if c in data] + [index, columns])["_v"].mean()
+    vmin, vmax = means.min(), means.max()
+    constant = np.isclose(vmin, vmax)
+    cmap = cmap or ("viridis" if value == "accuracy" else "rocket_r")
     n_cols = data[col].nunique()
     n_rows = -(-len(panels) // n_cols)
-    vmin, vmax = data.groupby([row, col, index, columns])["_v"].mean().agg(["min", "max"])
-    cmap = cmap or ("viridis" if value == "accuracy" else "rocket_r")
     with paper_style():
-        fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols + 0.8, 3.0 * n_rows), squeeze=False)
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols + 0.8, 3.0 * n_rows + 0.3), squeeze=False)
         for ax, (keys, panel) in zip(axes.flat, panels):
             table = panel.pivot_table(index=index, columns=columns, values="_v", aggfunc="mean")
             table.index = [category_label(v) for v in table.index]
             table.columns = [category_label(v) for v in table.columns]
-            sns.heatmap(table, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, annot=True, fmt=".1f", cbar=False,
-                        linewidths=0.5, linecolor="white", annot_kws={"fontsize": 9})
+            # every cell equal: no colour scale to read, so the cells stay neutral and only the numbers speak
+            sns.heatmap(table, ax=ax, cmap=["0.92"] if constant else cmap, vmin=vmin, vmax=vmax, annot=True,
+                        fmt=".1f", cbar=False, linewidths=0.5, linecolor="white",
+                        annot_kws={"fontsize": 9, **({"color": "black"} if constant else {})})
+            keys = keys if isinstance(keys, tuple) else (keys,)
             ax.set(xlabel=axis_label(columns), ylabel=axis_label(index), title=" · ".join(map(str, keys)))
             ax.invert_yaxis()  # more steps upwards, as on a y axis
             ax.grid(False)
         for ax in axes.flat[len(panels):]:
             ax.set_axis_off()
         fig.tight_layout()
-        mappable = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=cmap)
-        fig.colorbar(mappable, ax=axes.ravel().tolist(), label=axis_label(value) + ", mean over other settings",
-                     shrink=0.9, pad=0.02)
+        if constant:
+            fig.suptitle(f"every cell: {axis_label(value, data)} = {vmin:.1f}", y=1.02, fontsize="medium")
+        else:
+            mappable = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap=cmap)
+            fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.9, pad=0.02,
+                         label=axis_label(value, data) + "\nmean over other settings")
     return fig
 
 
@@ -229,7 +388,7 @@ def ablation_plot(table: pd.DataFrame) -> plt.Figure:
     pos = np.arange(len(t))
     width = 0.38
     with paper_style():
-        colors = sns.color_palette("colorblind", 2)
+        colors = [decoding_colour(scorer) for scorer in ("likelihood", "confidence")]  # as in the frontiers
         fig, (left, right) = plt.subplots(1, 2, figsize=(4.2 + 1.4 * len(t), 3.8),
                                           gridspec_kw={"width_ratios": [1.6, 1]})
         for i, (scorer, color) in enumerate(zip(("likelihood", "confidence"), colors)):
@@ -247,7 +406,7 @@ def ablation_plot(table: pd.DataFrame) -> plt.Figure:
         if "paper_diff" in t:
             right.scatter(t["paper_diff"], pos, marker="D", s=36, color="white", edgecolor="black", zorder=4)
         right.axvline(0, color="0.4", lw=0.8, ls="--")
-        right.set(yticks=pos, yticklabels=names, xlabel="confidence − likelihood (points)",
+        right.set(yticks=pos, yticklabels=names, xlabel="confidence − likelihood (percentage points)",
                   title="paired difference", ylim=(len(t) - 0.5, -0.5))
         fig.tight_layout()
         handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]

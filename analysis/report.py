@@ -23,7 +23,7 @@ from analysis import figures
 from analysis.ablation import ablation_markdown, scoring_ablation
 from analysis.load import Sweeps, load_sweeps
 from analysis.pareto import MAX, MIN, best_under_budget, hypervolumes, knee_points, pareto_front
-from analysis.tables import markdown_table, setting_labels
+from analysis.tables import markdown_table
 
 
 # ------------------------------------------------------------------------------------------------ the document
@@ -88,12 +88,12 @@ class Document:
 
 
 # ---------------------------------------------------------------------------------------------------- sections
-def front_table(points: pd.DataFrame, x: str = "seconds_per_sample") -> pd.DataFrame:
+def front_table(points: pd.DataFrame, x: str = figures.LATENCY) -> pd.DataFrame:
     """The Pareto-front points of every task and model, knees starred, in the units of the figures."""
     front = pareto_front(points, x, "accuracy", (MIN, MAX))
     knees = set(knee_points(points, x, "accuracy", (MIN, MAX))["key"]) if len(points) else set()
     return pd.DataFrame({
-        "task": front["task"], "model": front["model_name"], "setting": setting_labels(points).loc[front.index],
+        "task": front["task"], "model": front["model_name"], "setting": figures.point_labels(points).loc[front.index],
         "accuracy (%)": [f"{100 * r.accuracy:.1f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
                          for r in front.itertuples()],
         figures.axis_label(x): figures.scaled(front[x], x).round(3),
@@ -102,7 +102,7 @@ def front_table(points: pd.DataFrame, x: str = "seconds_per_sample") -> pd.DataF
     })
 
 
-def write_report(sweeps: Sweeps, out: str | Path, x: str = "seconds_per_sample", budget: float | None = None,
+def write_report(sweeps: Sweeps, out: str | Path, x: str = figures.LATENCY, budget: float | None = None,
                  title: str | None = None) -> Path:
     """Write figures and ``report.md`` / ``report.html`` (+ ``points.csv``, ``failures.csv``,
     ``superseded.csv``, ``unreadable.csv``) into ``out``; returns the Markdown path."""
@@ -131,8 +131,9 @@ def write_report(sweeps: Sweeps, out: str | Path, x: str = "seconds_per_sample",
 
     if not pts.empty:
         doc.heading("Accuracy vs latency: Pareto fronts")
-        figure("pareto_latency", "Accuracy vs latency per sample; the staircase is the Pareto front (95% CIs), "
-               "faded points are dominated.", lambda: figures.frontier_plot(pts, x=x))
+        figure("pareto_latency", f"Accuracy vs {figures.axis_label(x)}; the staircase is the Pareto front (95% CIs), "
+               "faded points are dominated; colour: decoding method, marker: block length.",
+               lambda: figures.frontier_plot(pts, x=x))
         doc.table(front_table(pts, x))
         doc.text("★ marks the knee: the front point farthest from the chord between the front's end points, both "
                  "axes scaled to [0, 1]. Hypervolume: area dominated by the front up to the reference point "
@@ -143,7 +144,7 @@ def write_report(sweeps: Sweeps, out: str | Path, x: str = "seconds_per_sample",
             doc.heading(f"Best point within {budget * 1e3:g} ms per sample")
             best = best_under_budget(pts, budget, x)
             doc.table(pd.DataFrame({"task": best["task"], "model": best["model_name"],
-                                    "setting": setting_labels(pts).loc[best.index],
+                                    "setting": figures.point_labels(pts).loc[best.index],
                                     "accuracy (%)": (100 * best["accuracy"]).round(1),
                                     figures.axis_label(x): figures.scaled(best[x], x).round(3)})
                       if len(best) else pd.DataFrame({"note": ["no point within the budget"]}))
@@ -207,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dirs", nargs="+", type=Path, metavar="SWEEP_DIR")
     parser.add_argument("--out", type=Path, help="output directory (default: SWEEP_DIR/report of the first)")
-    parser.add_argument("--latency", default="seconds_per_sample",
-                        help="cost column for the latency front (e.g. latency_p50_s)")
+    parser.add_argument("--latency", default=figures.LATENCY, metavar="COLUMN",
+                        help=f"cost column on the x axis of the latency front: {', '.join(figures.COST_COLUMNS)} "
+                             f"(default: {figures.LATENCY})")
     parser.add_argument("--budget", type=float, help="latency budget in seconds: report the best point within it")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write analysis_cache/")
     args = parser.parse_args(argv)
@@ -219,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     with warnings.catch_warnings():  # unreadable files: said once below, in words, not as a Python warning
         warnings.simplefilter("ignore")
         sweeps = load_sweeps(args.sweep_dirs, cache=False if args.no_cache else "auto")
+    if args.latency not in figures.COST_COLUMNS or (len(sweeps.points) and args.latency not in sweeps.points):
+        valid = [c for c in figures.COST_COLUMNS if c in sweeps.points] or list(figures.COST_COLUMNS)
+        raise SystemExit(f"error: --latency {args.latency!r} is not a cost column of these points; "
+                         f"valid columns: {', '.join(valid)}")
     md = write_report(sweeps, args.out or args.sweep_dirs[0] / "report", x=args.latency, budget=args.budget)
     extra = f", {len(sweeps.superseded)} superseded records left out" if len(sweeps.superseded) else ""
     print(f"{len(sweeps.points)} points, {len(sweeps.failures)} failures{extra} -> {md} and {md.with_suffix('.html')}")

@@ -17,7 +17,8 @@ Cost definitions:
 A point whose model gives NaN or infinite logits fails with :class:`NonFiniteLogitsError` (checked once per
 batch) instead of recording whatever the sampler made of them; ``illada-eval`` ends every expected failure
 (bad or damaged files, a missing device, a full disk) with one line ``error: ...`` and a non-zero exit, and
-with ``--out`` writes the failure record there.
+writes the failure record where the record would have gone (``--out``, default ``runs/eval``; checked to be
+writable before anything is evaluated). It prints the record's path; Ctrl-C ends it with one line, exit 130.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import functools
 import json
 import os
 import statistics
+import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -40,10 +42,11 @@ import torch
 from illada.atomic import written_file
 from illada.loading import DeviceUnavailableError, LoadedModel, describe, load, parse_dtype, resolve_model
 from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
-from illada.records import SCHEMA_VERSION, directory_hash, now, provenance, safely, settings_key, write_record
+from illada.records import (SCHEMA_VERSION, directory_hash, items_path, now, provenance, safely, settings_key,
+                            summary_path, write_record)
 from illada.sampling import SamplerSettings, generate
 from illada.scoring import SCORERS, ScoringSettings
-from illada.tasks import GENERATION, MCItem, TaskData, get_task
+from illada.tasks import GENERATION, TASKS, MCItem, TaskData, get_task
 from illada.timing import peak_memory, synchronize
 from illada.tokenizer import SpecialIds, Tokenizer, pad_left
 
@@ -435,23 +438,60 @@ def _parse_assignments(pairs: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def unwritable_reason(directory: str | Path) -> str | None:
+    """Why this process cannot create files in ``directory`` (which need not exist yet), or None when it can.
+    Nothing is created: the nearest existing folder is checked (read-only filesystem, permissions, a file)."""
+    directory = Path(directory)
+    existing = next(p for p in (directory, *directory.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        return f"{os.strerror(errno.ENOTDIR)} ({existing})"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        return f"{os.strerror(code)} ({existing})"
+    return None
+
+
+DEFAULT_OUT = Path("runs/eval")
+
+
+def _summary_line(summary: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What the command prints of a record: quality, and the cost figures that mean something for its kind
+    (a scorer generates no tokens, so it has no tokens/s)."""
+    q, c = summary["quality"], summary["cost"]
+    line = {"key": summary["key"], q["metric"]: round(q["value"], 4),
+            "ci95": [round(q["ci_low"], 4), round(q["ci_high"], 4)], "n": q["n"],
+            "nfe_per_sample": round(c["nfe_per_sample"], 2)}
+    if kind == GENERATION:
+        line["tokens_per_second"] = round(c["tokens_per_second"], 1)
+    line.update({"seconds_per_sample": round(c["seconds_per_sample"], 4), "load_seconds": round(c["load_seconds"], 3)})
+    return line
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--task", default="arithmetic")
-    parser.add_argument("--split")
-    parser.add_argument("--limit", type=int)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-fewshot", type=int, default=0)
-    parser.add_argument("--data-path")
-    parser.add_argument("--sampler", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--scorer", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--chat", action="store_true")
-    parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--attn-backend", default="sdpa")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, help="directory for the record (JSON summary + Parquet items)")
+    parser.add_argument("--model", default="default",
+                        help="'default' (the embedded model), a preset name, or a checkpoint directory")
+    parser.add_argument("--task", default="arithmetic",
+                        help=f"task: {', '.join(TASKS)} (default: arithmetic); a generation task takes "
+                             "--sampler, a multiple-choice one --scorer")
+    parser.add_argument("--split", help="dataset split (default: the task's evaluation split)")
+    parser.add_argument("--limit", type=int, help="evaluate this many items (a seeded sample; default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the item sample (default: 0)")
+    parser.add_argument("--num-fewshot", type=int, default=0, help="in-context examples per prompt (default: 0)")
+    parser.add_argument("--data-path", help="local file or folder of the task's data (default: the task's own)")
+    parser.add_argument("--sampler", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="sampler settings for a generation task, e.g. steps=8 gen_length=8 block_length=8")
+    parser.add_argument("--scorer", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="scorer for a multiple-choice task: name=likelihood|confidence|ar_order, plus its "
+                             "settings, e.g. mc_num=32")
+    parser.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
+    parser.add_argument("--attn-backend", default="sdpa", help="eager, sdpa or flash_attn (default: sdpa)")
+    parser.add_argument("--batch-size", type=int, default=16, help="items per forward batch (default: 16)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"directory for the record: KEY.json summary + KEY.items.parquet (default: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     point = Point(model=args.model, task=args.task, split=args.split, limit=args.limit, seed=args.seed,
                   num_fewshot=args.num_fewshot, data_path=args.data_path,
@@ -459,25 +499,35 @@ def main(argv: list[str] | None = None) -> None:
                   scorer=_parse_assignments(args.scorer, "--scorer"), chat=args.chat, dtype=args.dtype,
                   attn_backend=args.attn_backend, batch_size=args.batch_size, device=args.device)
     try:
+        _run(point, args.out)
+    except KeyboardInterrupt:  # Ctrl-C: nothing half-written to explain, no traceback to read
+        print("\ninterrupted: no record written; run the same command again to evaluate the point", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _run(point: Point, out: Path) -> None:
+    """Validate, check ``out`` is writable, evaluate, write and print; expected failures end in one line."""
+    try:
         resolved = resolve(point)
     except (ValueError, OSError) as e:
         raise SystemExit(f"error: {_one_line(e)}") from None
+    reason = unwritable_reason(out)
+    if reason is not None:  # found out now, not after the evaluation
+        raise SystemExit(f"error: --out {out}: cannot write the record there: {reason}; "
+                         "choose another --out DIR (nothing was evaluated)")
     started = now()
     try:
-        summary = evaluate(resolved, args.out)
+        summary = evaluate(resolved, out)
     except EXPECTED_FAILURES as e:
-        where = ""
-        if args.out is not None:  # the failure is a result too: record it where the result would have gone
-            try:
-                where = f" (failure record: {write_record(args.out, failure_summary(resolved, e, started=started))})"
-            except OSError as w:
-                where = f" (no failure record: {_one_line(w)})"
+        # the failure is a result too: record it where the result would have gone
+        try:
+            where = f" (failure record: {write_record(out, failure_summary(resolved, e, started=started))})"
+        except OSError as w:
+            where = f" (no failure record: {_one_line(w)})"
         raise SystemExit(f"error: {_one_line(e)}{where}") from None
-    q, c = summary["quality"], summary["cost"]
-    print(json.dumps({"key": summary["key"], q["metric"]: round(q["value"], 4),
-                      "ci95": [round(q["ci_low"], 4), round(q["ci_high"], 4)], "n": q["n"],
-                      "nfe_per_sample": round(c["nfe_per_sample"], 2), "tokens_per_second": round(c["tokens_per_second"], 1),
-                      "seconds_per_sample": round(c["seconds_per_sample"], 4), "load_seconds": round(c["load_seconds"], 3)}))
+    print(json.dumps(_summary_line(summary, resolved.kind)))
+    print(f"record: {summary_path(out, summary['key'])} (+ per-item table {items_path(out, summary['key']).name})",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import submitit
 from submitit.slurm.slurm import SlurmJob
 
 from illada.evaluate import ResolvedPoint, failure_summary
+from illada.progress import store_progress
 from illada.runner import PointGroup, holder_gone
 from illada.slurm import slurm_accounting, slurm_max_array_size, slurm_queue  # noqa: F401 -- re-exported
 from illada.store import SweepStore
@@ -56,7 +57,15 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
     OUT_OF_MEMORY, NODE_FAIL, ...) gets its failure records at once, naming that state and exit code, without
     waiting for a result that will never come. A job that left the queue and that accounting still does not
     know after ``lost_after_s`` is taken as lost. A point of a failed job that a live other job holds (another
-    driver of the same sweep) is watched until that job leaves its record."""
+    driver of the same sweep) is watched until that job leaves its record.
+
+    Progress (:mod:`illada.progress`, on stderr) is counted from the store once per poll."""
+    with store_progress(store, [p.key for s in submitted for p in s.group.points]) as progress:
+        return _collect(submitted, store, poll_s, lost_after_s, progress.tick)
+
+
+def _collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float, lost_after_s: float,
+             tick: Callable[[], None]) -> dict[str, int]:
     counts = {"done": 0, "failed": 0, "skipped": 0, "jobs_failed": 0}
     pending = list(submitted)
     watched: list[_Orphan] = []
@@ -82,6 +91,7 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
         pending = waiting
         watched = [o for o in watched if not o.settled(store, counts, queue)]
         if pending or watched:
+            tick()
             time.sleep(poll_s)
     return counts
 

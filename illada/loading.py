@@ -82,9 +82,18 @@ def resolve_model(path_or_preset: str | Path) -> str:
     path = Path(name).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(
-            f"model {name!r} is neither a checkpoint directory, 'default', nor a preset ({sorted(PRESETS)})"
+            f"model {name!r} is neither a checkpoint directory, 'default', nor a preset ({sorted(PRESETS)}){_hint()}"
         )
     return str(path.resolve())
+
+
+def _hint() -> str:
+    """What to do about a checkpoint directory that is not there: the model presets of the sweeps look under
+    ``$ILLADA_CKPT_DIR`` (``sweeps/conf/model/*.yaml``), any directory can be given instead."""
+    where = os.environ.get("ILLADA_CKPT_DIR")
+    now = f"now {where!r}" if where else "unset, so ./checkpoints is used"
+    return (f": download the checkpoint and set $ILLADA_CKPT_DIR to the folder holding it ({now}), or give its "
+            "directory (model.path=DIR in illada-sweep, --model DIR in illada-eval)")
 
 
 def describe(path_or_preset: str | Path, **special_id_overrides: int | None

@@ -28,6 +28,7 @@ import torch
 
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
 from illada.loading import LoadedModel, load
+from illada.progress import store_progress
 from illada.records import now
 from illada.slurm import slurm_queue
 from illada.store import SweepStore
@@ -115,35 +116,45 @@ def claim_point(store: SweepStore, key: str, job: Mapping[str, Any],
 
 class PointGroup(submitit.helpers.Checkpointable):
     """Points of one model, evaluated in order into ``sweep_dir``; points that have a record are skipped,
-    points another live job is evaluating are waited for (checked every ``wait_s`` seconds)."""
+    points another live job is evaluating are waited for (checked every ``wait_s`` seconds).
+
+    A submitted job (submitit local or Slurm) prints one line per point to its log (stdout): ``log_points=None``
+    decides so by where it runs; in process the sweep's progress display says it instead."""
 
     wait_s: float = 5.0
+    log_points: bool | None = None  # class default: a group pickled before this attribute existed unpickles too
 
-    def __init__(self, sweep_dir: str | Path, points: Sequence[ResolvedPoint], threads: int | None = None) -> None:
+    def __init__(self, sweep_dir: str | Path, points: Sequence[ResolvedPoint], threads: int | None = None,
+                 log_points: bool | None = None) -> None:
         keys = {model_key(p) for p in points}
         if len(keys) > 1:
             raise ValueError(f"a PointGroup shares one model; got {sorted(keys)}")
         self.sweep_dir = str(sweep_dir)
         self.points = list(points)
         self.threads = threads
+        self.log_points = log_points
 
     def __call__(self) -> dict[str, int]:
         attempt = self.start()
         attempt.run_own()
         attempt.wait_held(self.wait_s)
+        attempt.log_end()
         return attempt.counts
 
     def start(self) -> _Attempt:
         """This run of the group (its state lives there: submitit pickles the group itself on preemption)."""
         if self.threads:
             torch.set_num_threads(self.threads)
-        return _Attempt(SweepStore(self.sweep_dir), job_identity(), self.points)
+        job = job_identity()
+        log = job["cluster"] != "inprocess" if self.log_points is None else self.log_points
+        return _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log)
 
 
 class _Attempt:
     """One run of a group: its store, identity, accounting and (lazily) loaded model."""
 
-    def __init__(self, store: SweepStore, job: dict[str, Any], points: Sequence[ResolvedPoint]) -> None:
+    def __init__(self, store: SweepStore, job: dict[str, Any], points: Sequence[ResolvedPoint],
+                 log: bool = False) -> None:
         self.store, self.job, self.points = store, job, list(points)
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.held: list[ResolvedPoint] = []  # points a live other job evaluates
@@ -151,17 +162,55 @@ class _Attempt:
         self.account = {**job, "started_at": now(), "load_seconds": 0.0, "eval_seconds": 0.0, "points": 0}
         self.loaded: LoadedModel | None = None
         self.load_error: Exception | None = None
+        self.error = ""  # the last failure, for the job's log
+        self.log = log  # one line per point to stdout (the job's log)
+        self.on_point: Callable[[], None] | None = None  # called as each point is settled (in-process progress)
+        self.started = time.perf_counter()
+        self._say(f"{len(self.points)} points of model {self.points[0].settings['model'] if self.points else '-'}, "
+                  f"attempt {job['attempt']}, on {job['host']} (pid {job['pid']})")
+
+    def _say(self, message: str) -> None:
+        if self.log:
+            print(f"[job {self.job['job_id']}] {message}", flush=True)
+
+    def _settled(self, point: ResolvedPoint, outcome: str, note: str = "") -> None:
+        """Count a point and say so: in the job's log (i/n, key, outcome, seconds, its overrides) and to the
+        progress hook."""
+        self.counts[outcome] += 1
+        if self.log:
+            overrides = " ".join(self.store.plan_of(point.key).get("overrides") or [])
+            self._say(f"{sum(self.counts.values())}/{len(self.points)} {point.key} {outcome}{note}"
+                      + (f" [{overrides}]" if overrides else ""))
+        if self.on_point is not None:
+            self.on_point()
+
+    def _run(self, point: ResolvedPoint) -> None:
+        """Evaluate a point this job holds, count it and say how it went and how long it took."""
+        started, loading = time.perf_counter(), self.account["load_seconds"]
+        outcome = self.evaluate(point)
+        loaded = self.account["load_seconds"] - loading
+        note = f" in {time.perf_counter() - started:.1f} s" + (f" (model load {loaded:.1f} s)" if loaded else "")
+        self._settled(point, outcome, note + (f": {self.error}" if outcome == "failed" else ""))
+
+    def log_end(self) -> None:
+        """The job's last log line: its counts and wall time."""
+        c = self.counts
+        self._say(f"finished: {c['done']} done, {c['failed']} failed, {c['skipped']} skipped of "
+                  f"{len(self.points)} points in {time.perf_counter() - self.started:.1f} s")
 
     def run_own(self) -> None:
         """Evaluate the points this job can claim; set aside those a live other job holds."""
         for point in self.points:
             claim = claim_point(self.store, point.key, self.marker)
             if claim == MINE:
-                self.counts[self.evaluate(point)] += 1
+                self._run(point)
             elif claim == RECORDED:  # finished by an earlier attempt of this job, or another job
-                self.counts["skipped"] += 1
+                self._settled(point, "skipped", note=" (it has a record already)")
             else:
                 self.held.append(point)
+                marker = self.store.running(point.key) or {}
+                self._say(f"{point.key} is being evaluated by job {marker.get('job_id', '?')}: waiting for it "
+                          "after this job's other points")
         self.loaded = None  # no model kept while waiting (a point taken over loads it again)
 
     def wait_held(self, wait_s: float) -> None:
@@ -172,14 +221,16 @@ class _Attempt:
             for point in self.held:
                 claim = claim_point(self.store, point.key, self.marker, queue)
                 if claim == MINE:
-                    self.counts[self.evaluate(point)] += 1
+                    self._run(point)
                 elif claim == RECORDED:
                     ok = (self.store.record(point.key) or {}).get("status") == "ok"
-                    self.counts["done" if ok else "failed"] += 1
+                    self._settled(point, "done" if ok else "failed", note=" (by the job that held it)")
                 else:
                     waiting.append(point)
             self.held = waiting
             if self.held:
+                if self.on_point is not None:  # the display's periodic line is due while waiting, too
+                    self.on_point()
                 time.sleep(wait_s)
 
     def evaluate(self, point: ResolvedPoint) -> str:
@@ -200,6 +251,7 @@ class _Attempt:
         except Exception as exc:  # noqa: BLE001 -- any error of one point must not stop the others
             store.write_failure(failure_summary(point, exc, log_path=self.job["log_path"], started=started))
             outcome = "failed"
+            self.error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
         finally:
@@ -219,15 +271,21 @@ def _load(point: ResolvedPoint) -> tuple[LoadedModel | None, Exception | None]:
 
 def run_inprocess(groups: Sequence[PointGroup]) -> dict[str, int]:
     """Run groups one after another in this process (the local launcher), then wait for the points other
-    jobs held; returns summed counts."""
+    jobs held; returns summed counts. Progress (:mod:`illada.progress`) goes to stderr as each point settles."""
     total = {"done": 0, "failed": 0, "skipped": 0}
     start = time.perf_counter()
+    if not groups:
+        return {**total, "seconds": 0.0}
     attempts = [group.start() for group in groups]
-    for attempt in attempts:  # every group's own points first: waiting in one must not hold up the next
-        attempt.run_own()
-    for group, attempt in zip(groups, attempts):
-        attempt.wait_held(group.wait_s)
-        for k, v in attempt.counts.items():
-            total[k] += v
+    keys = [p.key for group in groups for p in group.points]
+    with store_progress(SweepStore(groups[0].sweep_dir), keys) as progress:
+        for attempt in attempts:
+            attempt.on_point = progress.tick
+        for attempt in attempts:  # every group's own points first: waiting in one must not hold up the next
+            attempt.run_own()
+        for group, attempt in zip(groups, attempts):
+            attempt.wait_held(group.wait_s)
+            for k, v in attempt.counts.items():
+                total[k] += v
     total["seconds"] = time.perf_counter() - start
     return total

@@ -50,6 +50,7 @@ from optuna.trial import TrialState
 
 from illada.atomic import atomic_target
 from illada.evaluate import Point, ResolvedPoint, failure_summary, resolve
+from illada.progress import Counts, Progress, pause_bars
 from illada.runner import PointGroup, holder_gone
 from illada.store import SweepStore
 
@@ -625,19 +626,23 @@ class ParetoSearch:
         self._evaluated = self._evaluated_points(study, in_flight)
         asked = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
         exhausted = False
-        while (self._budget_left(asked) and not exhausted) or in_flight:
-            filling = not (self.synchronous and in_flight)  # with a barrier, ask only once the batch is told
-            while (filling and not exhausted and self._budget_left(asked)
-                   and self._n_running(in_flight) < self.max_in_flight):
-                exhausted = not self._ask_one(study, executor, in_flight, res)
-                asked += not exhausted
-            finished = [k for k, f in in_flight.items() if f.job.done()]
-            for key in finished:
-                f = in_flight.pop(key)
-                res.busy_seconds += time.perf_counter() - f.submitted
-                self._finish(study, key, f, res)
-            if not finished and in_flight:
-                time.sleep(self.poll_s)
+        progress = Progress(self.n_trials or self.n_evaluations or 0, lambda: self._progress(study, in_flight),
+                            label=f"search {self.study_name!r}", unit="trials" if self.n_trials else "points")
+        with progress:
+            while (self._budget_left(asked) and not exhausted) or in_flight:
+                filling = not (self.synchronous and in_flight)  # with a barrier, ask only once the batch is told
+                while (filling and not exhausted and self._budget_left(asked)
+                       and self._n_running(in_flight) < self.max_in_flight):
+                    exhausted = not self._ask_one(study, executor, in_flight, res)
+                    asked += not exhausted
+                finished = [k for k, f in in_flight.items() if f.job.done()]
+                for key in finished:
+                    f = in_flight.pop(key)
+                    res.busy_seconds += time.perf_counter() - f.submitted
+                    self._finish(study, key, f, res)
+                progress.tick()
+                if not finished and in_flight:
+                    time.sleep(self.poll_s)
         if exhausted:
             self._log(f"search {self.study_name}: no point of the space is left unevaluated "
                       f"({len(self._evaluated)} evaluated); stopping")
@@ -670,6 +675,18 @@ class ParetoSearch:
     @staticmethod
     def _n_running(in_flight: Mapping[str, _InFlight]) -> int:
         return sum(len(f.trials) for f in in_flight.values())
+
+    def _progress(self, study: optuna.Study, in_flight: Mapping[str, _InFlight]) -> Counts:
+        """What the progress display shows, from the study: its trials (COMPLETE, FAIL, in flight) against
+        ``n_trials``; without one, the distinct points evaluated (well, failed, in flight) against
+        ``n_evaluations``."""
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        if self.n_trials:
+            done = sum(t.state == TrialState.COMPLETE for t in trials)
+            return Counts(done, len(trials) - done, self._n_running(in_flight))
+        ok = {t.user_attrs.get("key") for t in trials if t.state == TrialState.COMPLETE}
+        failed = {t.user_attrs.get("key") for t in trials if t.state == TrialState.FAIL} - ok - {None}
+        return Counts(len(ok - {None}), len(failed - in_flight.keys()), len(in_flight))
 
     def _to_point(self, values: Mapping[str, Any]) -> tuple[Point, list[str]]:
         if self.point_of is not None:
@@ -870,7 +887,8 @@ class ParetoSearch:
 
     def _log(self, msg: str) -> None:
         if self.log is not None:
-            self.log(msg)
+            with pause_bars():  # a line, not a line glued to the progress bar
+                self.log(msg)
 
 
 def _scratch_study(directions: Sequence[optuna.study.StudyDirection],

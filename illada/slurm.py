@@ -93,3 +93,19 @@ def _expand(job_id: str) -> list[str]:
         lo, _, hi = part.partition("-")
         out.extend(f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1))
     return out
+
+
+def sbatch_test_only(script: str) -> tuple[bool, str]:
+    """Ask ``sbatch --test-only`` whether Slurm would accept this batch script (nothing is queued): (accepted,
+    sbatch's message, its ``sbatch: error:`` lines joined when it refuses)."""
+    if shutil.which("sbatch") is None:
+        return False, "sbatch is not installed on this host (is this a Slurm login node?)"
+    try:
+        out = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return False, f"sbatch --test-only did not answer: {e}"
+    lines = [line.strip() for line in (out.stderr + out.stdout).splitlines() if line.strip()]
+    if out.returncode == 0:
+        return True, " ".join(lines)
+    errors = [line.removeprefix("sbatch: error: ") for line in lines if line.startswith("sbatch: error:")]
+    return False, "; ".join(errors or lines) or f"exit status {out.returncode}"

@@ -392,14 +392,59 @@ def _what_happens(store: SweepStore, path: Path) -> str:
     return "ignored"
 
 
+STORE_ENTRIES = (PLAN_FILE, "points", "records", "running", "jobs")
+
+
+def is_sweep_dir(path: str | Path) -> bool:
+    """True when ``path`` holds a sweep's files (a plan, planned points, records, markers or job files)."""
+    return any((Path(path) / name).exists() for name in STORE_ENTRIES)
+
+
+def sweeps_under(path: str | Path, depth: int = 3, limit: int = 10) -> list[Path]:
+    """Sweep directories under ``path`` (breadth first, at most ``depth`` levels down, at most ``limit``)."""
+    found: list[Path] = []
+    level = [Path(path)]
+    for _ in range(depth):
+        below = []
+        for folder in level:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for child in children:
+                (found if is_sweep_dir(child) else below).append(child)
+        if len(found) >= limit or not below:
+            break
+        level = below
+    return found[:limit]
+
+
+def _not_a_sweep(path: Path) -> str:
+    """The error line for a folder that is not a sweep directory, naming the sweeps found under it."""
+    found = sweeps_under(path, limit=11)
+    more = ", ..." if len(found) > 10 else ""
+    hint = (f"; sweeps under it: {', '.join(map(str, found[:10]))}{more}" if found
+            else f"; no sweep directory under it either (illada-sweep writes them to runs/sweeps/NAME)")
+    return f"error: {path} is not a sweep directory (no {PLAN_FILE}, points/ or records/){hint}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """``illada-status SWEEP_DIR``: points done / failed / running / missing and GPU-hours spent."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("sweep_dir", type=Path, help="the sweep's directory (e.g. runs/sweeps/frontier)")
     parser.add_argument("--failed", action="store_true", help="also list each failed point's cause and log")
+    parser.add_argument("--running", action="store_true",
+                        help="also list each running point: key, overrides, job id and host (stale: its process "
+                             "is gone)")
+    parser.add_argument("--missing", action="store_true",
+                        help="also list each point of the current plan with no record and no live job: key and "
+                             "overrides (the next illada-sweep with the same command runs them)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         raise SystemExit(f"error: {args.sweep_dir} is not a directory")
+    if not is_sweep_dir(args.sweep_dir):
+        print(_not_a_sweep(args.sweep_dir), file=sys.stderr)
+        raise SystemExit(2)
     store = SweepStore(args.sweep_dir)
     st = store.status()
     print(st.line())
@@ -414,6 +459,29 @@ def main(argv: list[str] | None = None) -> None:
         if superseded:
             print(f"failure records of superseded points (no longer in the plan; --rerun-failed leaves them):")
             _print_failures(store, superseded)
+    if args.running:
+        live = [k for k in st.running if k not in st.stale]
+        print(f"running ({len(live)}):")
+        _print_running(store, live)
+    if args.missing:
+        print(f"missing ({len(st.missing) + len(st.stale)}):")
+        for key in st.missing:
+            print(f"  {key}: {_overrides(store, key)}")
+        _print_running(store, st.stale, note="stale marker: its job is gone")
+
+
+def _overrides(store: SweepStore, key: str) -> str:
+    """The overrides that single the point out of its sweep, as one would type them."""
+    planned = store.plan_of(key)
+    return " ".join(planned.get("overrides") or []) or "(no overrides recorded)"
+
+
+def _print_running(store: SweepStore, keys: list[str], note: str = "") -> None:
+    for key in keys:
+        marker = store.running(key) or {}
+        where = (f"job {marker.get('job_id', '?')} on {marker.get('host', '?')}"
+                 + (f", since {marker['started_at']}" if marker.get("started_at") else ""))
+        print(f"  {key}: {_overrides(store, key)}  ({where}{'; ' + note if note else ''})")
 
 
 def _print_failures(store: SweepStore, keys: list[str]) -> None:

@@ -12,8 +12,9 @@
 A multirun is done by ``hydra/sweeper``: ``illada_grid`` (default, :mod:`sweeps.grid_sweeper`), ``illada_pareto``
 (:mod:`sweeps.pareto_sweeper`) or Hydra's ``basic`` (one Hydra job per point, through :func:`evaluate_point`).
 Jobs run where ``hydra/launcher`` says (``basic`` = this process, ``submitit_local``, ``submitit_slurm``, site
-profiles under ``hydra/launcher/``). ``--rerun-failed``, ``--dry-run``, ``--no-wait`` and ``--no-plot`` are
-shorthands for the ``hydra.sweeper.*`` overrides in :data:`FLAGS`.
+profiles under ``hydra/launcher/``). ``--rerun-failed``, ``--dry-run``, ``--no-wait``, ``--no-plot`` and
+``--verbose`` are shorthands for the ``hydra.sweeper.*`` overrides in :data:`FLAGS`. Ctrl-C stops with one line
+(what the store holds) and exit status 130; the same command resumes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 from sweeps.expand import CONF_DIR, Plan, SweepError, culprit, register_ablations
 
 FLAGS = {"--rerun-failed": "hydra.sweeper.rerun_failed=true", "--dry-run": "hydra.sweeper.dry_run=true",
-         "--no-wait": "hydra.sweeper.wait=false", "--no-plot": "hydra.sweeper.plot=false"}
+         "--no-wait": "hydra.sweeper.wait=false", "--no-plot": "hydra.sweeper.plot=false",
+         "--verbose": "hydra.sweeper.verbose=true"}
 
 
 def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
@@ -58,7 +60,14 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
         blame = culprit(message, list(HydraConfig.get().overrides.task))
         raise SystemExit(f"error: the point is invalid, caused by {blame!r}: {message}; nothing was run") from None
     store = SweepStore(Path(str(cfg.sweep_dir)).resolve())
-    PointGroup(store.root, [resolved], threads=cfg.get("threads"))()
+    try:
+        PointGroup(store.root, [resolved], threads=cfg.get("threads"))()
+    except KeyboardInterrupt:
+        if not one_point:
+            raise
+        from sweeps.sweeper import interrupted
+
+        interrupted(store.root)
     rec = store.record(resolved.key) or {}
     if rec.get("status") != "ok":
         err = rec.get("error") or {}
@@ -88,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with _one_line_errors():
             hydra_main()
+    except KeyboardInterrupt:  # outside a sweeper (composing, one point): its sweeper reports a multirun's
+        from sweeps.sweeper import interrupted
+
+        interrupted(None)
     finally:
         sys.argv = saved
 

@@ -141,11 +141,11 @@ def slurm(model: str, root: Path, cancel: int, limit: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "readme", "slurm"])
+    parser.add_argument("what", choices=["overhead", "readme", "slurm"], help="which figure to measure")
     parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     parser.add_argument("--limit", type=int, default=200, help="items per point (the README sweep uses 200)")
-    parser.add_argument("--cancel", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cancel", type=int, default=2, help="slurm: jobs to kill while the sweep runs")
+    parser.add_argument("--out", type=Path, default=None, help="where the benchmark's sweeps go (default: a temp dir)")
     args = parser.parse_args(argv)
     root = args.out or Path(tempfile.mkdtemp(prefix="illada_sweep_bench_"))
     model = args.model or "default"

@@ -4,7 +4,8 @@
     python -m sweeps.benchmark_search utilisation [--workers 4 8]            # asynchronous vs batch-synchronous
 
 Both use the space of ``illada-sweep -m +ablation=search`` (ablations/search.yaml: 240 valid points on the
-embedded model) and write ``illada/benchmarks/results/search.md`` sections.
+embedded model) and write sections of ``bench_out/search.md`` (``--report``); ``--update-results`` writes them
+into the committed ``illada/benchmarks/results/search.md`` instead.
 
 * **hypervolume**: every point of the space is evaluated once (the ground truth, in ``--out``/grid; a rerun
   reuses it). Each search then runs with that store as its results store, so a trial's objectives are the
@@ -26,6 +27,7 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,7 @@ from omegaconf import OmegaConf
 
 from analysis.pareto import hypervolume, pareto_front
 from illada.benchmarks.engine import environment, markdown
+from illada.benchmarks.output import add_report_options, report_path
 from illada.evaluate import resolve
 from illada.search import ParetoSearch, grid, parse_space
 from illada.store import SweepStore
@@ -48,7 +51,7 @@ from sweeps.expand import CONF_DIR, register_ablations
 from sweeps.expand import to_point as config_to_point
 from sweeps.plot import records_frame
 
-RESULTS = Path(__file__).resolve().parent.parent / "illada" / "benchmarks" / "results" / "search.md"
+REPORT = "search.md"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -199,32 +202,37 @@ def utilisation_benchmark(root: Path, workers: list[int], jobs_per_worker: int) 
         markdown(rows)])
 
 
-def write_section(text: str, title: str) -> None:
-    """Replace (or add) the report section that starts with ``title``."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Pareto search benchmarks\n"
+def write_section(path: Path, text: str, title: str) -> None:
+    """Replace (or add) the section of the report at ``path`` that starts with ``title``."""
+    old = path.read_text() if path.exists() else "# Pareto search benchmarks\n"
     parts = old.split("\n## ")
     kept = [parts[0].rstrip()] + ["## " + p.rstrip() for p in parts[1:] if not p.startswith(title)]
-    RESULTS.write_text("\n\n".join(kept + [text.rstrip()]) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join(kept + [text.rstrip()]) + "\n")
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["hypervolume", "utilisation"])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="searches per sampler (seeds 0..N-1)")
     parser.add_argument("--budget", type=int, default=60, help="evaluations per search (25%% of the 240-point grid)")
     parser.add_argument("--max-trials", type=int, default=300, help="trials per search at most")
-    parser.add_argument("--samplers", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--jobs-per-worker", type=int, default=25)
+    parser.add_argument("--samplers", nargs="+", default=list(VARIANTS), help="search variants to compare")
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 8], help="worker counts (utilisation)")
+    parser.add_argument("--jobs-per-worker", type=int, default=25, help="trials per worker (utilisation)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/search"), help="grid records (reused)")
+    add_report_options(parser, REPORT, flag="--report")
     args = parser.parse_args(argv)
+    report = report_path(args, REPORT, flag="--report")  # refused now, not after the benchmark
     if args.what == "hypervolume":
         text = hypervolume_benchmark(args.out, args.seeds, args.budget, args.samplers, args.max_trials)
-        write_section(text, "Hypervolume")
+        print(text)
+        write_section(report, text, "Hypervolume")
     else:
         text = utilisation_benchmark(args.out, args.workers, args.jobs_per_worker)
-        write_section(text, "Worker utilisation")
-    print(text)
+        print(text)
+        write_section(report, text, "Worker utilisation")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,14 @@ The points are the cartesian product of the sweep overrides (Hydra's grammar: ``
 * jobs run where ``hydra/launcher`` says: in this process (``basic``), or as submitit jobs with the launcher's
   queue settings (``submitit_local``, ``submitit_slurm``, site profiles), in arrays below Slurm's MaxArraySize,
   collected as they finish (no batch barrier); a job that dies leaves failure records with its state and log;
-* the results store (``sweep_dir``) keeps one record per point: the same command runs only what has none.
+* the results store (``sweep_dir``) keeps one record per point: the same command runs only what has none;
+* ``--dry-run`` prints totals by state, the first points (``--verbose``: all) and, on Slurm, whether the cluster
+  would accept the job (``sbatch --test-only``); a queue setting Slurm refuses stops a real run the same way.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import time
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ class GridSweeperConf:
     on_invalid: str = "error"  # error: an invalid point stops the sweep before anything runs; skip: drop it
     rerun_failed: bool = False  # also run points whose record is a failure (the old record is archived)
     dry_run: bool = False  # validate and print the plan with each point's state; run and write nothing
+    verbose: bool = False  # list every point (dry run) and every invalid point, not the first SHOWN of each
     wait: bool = True  # false: submit and exit (`illada-status` follows; the same command resumes)
     poll_s: float = 5.0  # how often submitted jobs are checked
     lost_after_s: float = 60.0  # fallback: a Slurm job gone from squeue that sacct still does not know is lost
@@ -57,7 +61,7 @@ class GridSweeper(IlladaSweeper):
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, arguments: list[str]) -> Plan:
         """Compose and validate every point of the sweep; raise :class:`SweepError` listing what is wrong.
-        The sweep directory is checked to be writable first (unless ``dry_run``)."""
+        The sweep directory is checked to be writable first (a dry run too: the check writes nothing)."""
         from illada.loading import DeviceUnavailableError
 
         self._check_options()
@@ -69,7 +73,7 @@ class GridSweeper(IlladaSweeper):
             axes = grids(parser, base, parsed)
         except (HydraException, OmegaConfBaseException) as e:
             raise SweepError(str(e).strip()) from None
-        self.sweep_root(base, write=not self.conf["dry_run"])  # before validating a large sweep
+        self.sweep_root(base)  # before validating a large sweep
         plan = Plan(base=base, points=[], fixed=fixed)
         errors: list[str] = []
         causes: set[str] = set()
@@ -103,6 +107,36 @@ class GridSweeper(IlladaSweeper):
         plan.invalid = errors
         return plan
 
+    def dry_run(self, plan: Plan, store) -> None:
+        """Print what the same command without ``--dry-run`` would do: totals by state, the points to run,
+        the jobs; and on Slurm ask ``sbatch --test-only`` whether the cluster would accept the job."""
+        from illada.runner import group_points
+        from illada.store import CORRUPT, FAILED, MISSING
+
+        c = self.conf
+        states = {p.resolved.key: store.state(p.resolved.key) for p in plan.points}
+        runs = {MISSING, CORRUPT} | ({FAILED} if c["rerun_failed"] else set())
+        todo = [p for p in plan.points if states[p.resolved.key] in runs]
+        jobs = len(group_points([p.resolved for p in todo], c["points_per_job"]))
+        counts = collections.Counter(states.values())
+        by_state = ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: -counts[s]))
+        print(f"dry run: {len(plan.points)} valid points ({by_state or 'none'}), {len(plan.invalid)} invalid; "
+              f"would run {len(todo)} in {jobs} jobs ({self.cluster}) into {store.root}"
+              + ("" if c["rerun_failed"] or not counts[FAILED] else f" (--rerun-failed would also rerun the "
+                 f"{counts[FAILED]} failed)"))
+        lines = [f"{p.resolved.key}  {states[p.resolved.key]:8s} {' '.join(p.overrides)}" for p in plan.points]
+        print(f"points (key, state, overrides):{shown(lines, c['verbose'])}")
+        if todo and self.cluster == "slurm":
+            print(self.check_submission(self._array_tasks(todo)))
+        print("dry run: nothing was run or written")
+
+    def _array_tasks(self, points: list[PlannedPoint]) -> int:
+        """Tasks of the first job array these points would be submitted as (for ``sbatch --test-only``)."""
+        from illada.runner import group_points
+
+        jobs = len(group_points([p.resolved for p in points], self.conf["points_per_job"]))
+        return max(1, min(jobs, self.conf["max_array_size"] or jobs))
+
     def _check_options(self) -> None:
         c = self.conf
         if c["on_invalid"] not in ("error", "skip"):
@@ -123,12 +157,13 @@ class GridSweeper(IlladaSweeper):
         plan = self.plan(arguments)
         c, cfg = self.conf, plan.base
         store = SweepStore(self.root)
-        _report_plan(plan, time.perf_counter() - start)
+        _report_plan(plan, time.perf_counter() - start, c["verbose"])
         keys = [p.resolved.key for p in plan.points]
         if c["dry_run"]:
-            for p in plan.points:
-                print(f"  {p.resolved.key}  {store.state(p.resolved.key):8s} {' '.join(p.overrides)}")
+            self.dry_run(plan, store)
             return store
+        if self.cluster == "slurm":  # a refused partition/account/qos: one line, before anything is written
+            self.check_submission(self._array_tasks(plan.points))
         self.save_multirun(store.root)
         for p in plan.points:
             store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
@@ -168,11 +203,22 @@ class GridSweeper(IlladaSweeper):
         return store
 
 
-def _report_plan(plan: Plan, seconds: float) -> None:
+SHOWN = 20  # points (and invalid points) listed unless hydra.sweeper.verbose=true
+
+
+def shown(lines: list[str], verbose: bool, limit: int = SHOWN) -> str:
+    """The first ``limit`` lines (all with ``verbose``), indented, then how many are left out."""
+    head = lines if verbose else lines[:limit]
+    more = (f"\n  ... and {len(lines) - len(head)} more (--verbose = hydra.sweeper.verbose=true lists all)"
+            if len(lines) > len(head) else "")
+    return "\n  ".join(["", *head]) + more
+
+
+def _report_plan(plan: Plan, seconds: float, verbose: bool = False) -> None:
     extra = ""
     if plan.invalid:
-        extra += (f"; skipped {len(plan.invalid)} invalid (hydra.sweeper.on_invalid=skip):\n  "
-                  + "\n  ".join(plan.invalid[:5]))
+        extra += (f"; skipped {len(plan.invalid)} invalid (hydra.sweeper.on_invalid=skip):"
+                  + shown(plan.invalid, verbose, 5))
     if plan.duplicates:
         extra += (f"; {plan.duplicates} duplicates dropped (settings a task does not read, e.g. sampler.* for a "
                   "multiple-choice task)")

@@ -28,17 +28,31 @@ def cluster_of(launcher: Any) -> str | None:
     return INPROCESS if isinstance(launcher, BasicLauncher) else None
 
 
-def submitit_executor(launcher: Any) -> submitit.AutoExecutor:
+def submitit_executor(launcher: Any, folder: str | None = None) -> submitit.AutoExecutor:
     """A submitit executor with the queue settings of a hydra-submitit-launcher launcher (``hydra.launcher.*``).
 
-    Making it creates the submitit folder, so call it only once the sweep is known to be valid."""
+    Making it creates the submitit folder (``folder`` instead of the launcher's), so call it only once the sweep
+    is known to be valid."""
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
     cluster = launcher._EXECUTOR
     params = {k: v for k, v in launcher.params.items() if k != "_target_"}
-    folder = params.pop("submitit_folder")
+    own = params.pop("submitit_folder")
     init = {f"{cluster}_{k}": params.pop(k) for k in EXECUTOR_INIT_KEYS if k in params}
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **init)
+    executor = submitit.AutoExecutor(folder=folder or own, cluster=cluster, **init)
     generic = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in generic else f"{cluster}_{k}": v for k, v in params.items()})
     return executor
+
+
+def sbatch_script(launcher: Any, tasks: int) -> str:
+    """The batch script submitit would hand ``sbatch`` for an array of ``tasks`` jobs of this Slurm launcher
+    (its ``#SBATCH`` lines exactly; the command is a no-op), made without creating the submitit folder."""
+    import tempfile
+
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = launcher.params["submitit_folder"]
+    with tempfile.TemporaryDirectory() as scratch:  # submitit may make its folder: not the sweep's, in a dry run
+        params = dict(submitit_executor(launcher, folder=scratch)._executor.parameters)
+    return _make_sbatch_string(command="true", folder=folder, map_count=max(tasks, 1), **params)

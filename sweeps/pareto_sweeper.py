@@ -87,6 +87,54 @@ def override(key: str, value: Any) -> str:
     return f"{key}={text}"
 
 
+SPEC_KEYS = {"type": "int, float or categorical", "choices": "a list", "low": "a number", "high": "a number",
+             "step": "a number", "log": "true/false", "when": "{parameter: value}"}
+
+
+def check_search_conf(conf: dict[str, Any]) -> None:
+    """What :class:`illada.search.ParetoSearch` would stumble on with a ``TypeError`` deep inside, or silently
+    ignore, named as ``hydra.sweeper.FIELD=VALUE`` with what is valid: a space entry that is not a mapping, a
+    misspelt or mistyped key of one, an ``enqueue`` key that is not a parameter of the space, a storage URL
+    that SQLAlchemy cannot open."""
+    from illada.search import SearchError
+
+    space = conf.get("space") or {}
+    if not isinstance(space, dict):
+        raise SearchError(f"hydra.sweeper.space={space!r}: must map each parameter to {{choices: [...]}} or "
+                          "{type: int|float, low: ..., high: ...}")
+    for name, spec in space.items():
+        where = f"hydra.sweeper.space.{name}"
+        if not isinstance(spec, dict):
+            choices = spec if isinstance(spec, list) else "[...]"
+            raise SearchError(f"{where}={spec!r}: give {{choices: {choices}}} or {{type: int|float, low: ..., "
+                              "high: ...}")
+        for key, value in spec.items():
+            if key not in SPEC_KEYS:
+                raise SearchError(f"{where}.{key}: unknown key; valid keys: {', '.join(SPEC_KEYS)}")
+            numeric = key in ("low", "high") or (key == "step" and value is not None)
+            if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise SearchError(f"{where}.{key}={value!r}: must be {SPEC_KEYS[key]}")
+            if key == "choices" and not isinstance(value, list):
+                raise SearchError(f"{where}.choices={value!r}: must be a list")
+    for i, entry in enumerate(conf.get("enqueue") or []):
+        if not isinstance(entry, dict):
+            raise SearchError(f"hydra.sweeper.enqueue[{i}]={entry!r}: must be a mapping {{parameter: value}}")
+        for key in entry:
+            if key not in space:
+                raise SearchError(f"hydra.sweeper.enqueue[{i}].{key}: not a parameter of hydra.sweeper.space "
+                                  f"({', '.join(space) or 'empty'}); an enqueued trial sets space parameters only")
+    storage = conf.get("storage")
+    if storage and "://" in str(storage):
+        import sqlalchemy
+
+        try:
+            sqlalchemy.engine.make_url(str(storage)).get_dialect()
+        except Exception as e:  # noqa: BLE001 -- any refusal of the URL is the user's to fix
+            raise SearchError(f"hydra.sweeper.storage={storage!r}: not an RDB URL SQLAlchemy can use "
+                              f"({type(e).__name__}: {e}); give a journal file path, or e.g. "
+                              "sqlite:////abs/path/optuna.db") from None
+
+
 class ParetoSweeper(IlladaSweeper):
     """Asks Optuna for a trial, composes and validates its point, launches it, tells its record's objectives."""
 
@@ -112,6 +160,9 @@ class ParetoSweeper(IlladaSweeper):
 
         conf = dict(self.conf)
         conf.pop("plot", None)
+        check_search_conf(conf)
+        if self.cluster == "slurm":  # a refused partition/account/qos: one line, before anything is written
+            self.check_submission(1)
         conf["study_name"] = conf.get("study_name") or str(base.get("name") or "search")
 
         def point_of(values):

@@ -1,4 +1,6 @@
-"""A simple Pareto plot of a sweep: accuracy vs per-sample latency, one panel per task (analysis/ does more)."""
+"""The figure a sweep ends in: ``SWEEP_DIR/pareto.png``, accuracy vs latency per sample with the Pareto front,
+drawn by :func:`analysis.figures.frontier_plot` (the report's figure: human point names, colour = decoding
+method, marker = block length), one panel per task and model."""
 
 from __future__ import annotations
 
@@ -30,46 +32,21 @@ def records_frame(store: SweepStore) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pareto_mask(df: pd.DataFrame, x: str = "latency_s", y: str = "accuracy") -> pd.Series:
-    """True for points no other point beats on both (lower ``x``, higher ``y``)."""
-    order = df.sort_values([x, y], ascending=[True, False])
-    best, front = float("-inf"), []
-    for idx, value in order[y].items():
-        if value > best:
-            best = value
-            front.append(idx)
-    return df.index.isin(front)
-
-
 def pareto_plot(store: SweepStore, path: str | Path | None = None) -> Path | None:
-    """Write the plot (default ``SWEEP/pareto.png``); None when no point has finished."""
+    """Write the plot (default ``SWEEP/pareto.png``, 200 dpi); None when no point has finished."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # a file only, also where a display is configured
     import matplotlib.pyplot as plt
 
-    df = records_frame(store)
-    if df.empty:
+    from analysis.figures import LATENCY, frontier_plot
+    from analysis.load import load_sweep
+
+    points = load_sweep(store.root, cache="auto").points
+    if points.empty or "accuracy" not in points:
         return None
-    tasks = sorted(df["task"].unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        sub = df[df["task"] == task]
-        front = sub[pareto_mask(sub)].sort_values("latency_s")
-        ax.errorbar(sub["latency_s"] * 1e3, sub["accuracy"],
-                    # clipped: a Wilson bound equals the estimate at 0 or 1 up to rounding (-1e-17)
-                    yerr=[(sub["accuracy"] - sub["ci_low"]).clip(lower=0),
-                          (sub["ci_high"] - sub["accuracy"]).clip(lower=0)],
-                    fmt="o", color="0.6", alpha=0.7, label="points (95% CI)")
-        ax.step(front["latency_s"] * 1e3, front["accuracy"], where="post", color="C3", label="Pareto front")
-        ax.plot(front["latency_s"] * 1e3, front["accuracy"], "o", color="C3")
-        for _, r in front.iterrows():
-            ax.annotate(r["label"], (r["latency_s"] * 1e3, r["accuracy"]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.set(xscale="log", xlabel="latency per sample (ms, log)", ylabel=sub["metric"].iloc[0], title=task)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"{store.root.name}: {len(df)} points")
+    fig = frontier_plot(points, x=LATENCY, title=f"{store.root.name}: {len(points)} points")
     out = Path(path) if path else store.root / "pareto.png"
-    fig.savefig(out, dpi=120, bbox_inches="tight")  # room for the labels
+    fig.savefig(out, dpi=200, bbox_inches="tight")
     plt.close(fig)
     return out

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
@@ -66,6 +68,9 @@ class IlladaSweeper(Sweeper):
             raise SystemExit(f"error: {e}") from None
         except OSError as e:
             raise SystemExit(f"error: {os_error_line(e, self.root)}") from None
+        except KeyboardInterrupt:
+            # Slurm jobs go on without the driver; submitit_local's are its children and got the Ctrl-C too
+            interrupted(self.root, submitted=self.cluster == "slurm")
 
     def run(self, arguments: list[str]) -> Any:
         raise NotImplementedError
@@ -139,9 +144,38 @@ class IlladaSweeper(Sweeper):
         """The submitit executor of the configured submitit launcher (makes its log folder)."""
         try:
             return submitit_executor(self.launcher)
-        except (ValueError, NameError) as e:  # submitit refuses a parameter its executor does not have
-            first = str(e).strip().splitlines()[0].split(" Valid arguments:")[0]
-            raise SweepError(f"hydra.launcher: {first}") from None
+        except (ValueError, NameError) as e:
+            raise _refused_parameter(e) from None
+
+    def check_submission(self, tasks: int) -> str:
+        """On Slurm, ask ``sbatch --test-only`` whether the job submitit would submit (an array of ``tasks``)
+        would be accepted, before anything is submitted; raise :class:`SweepError` naming the launcher field
+        sbatch refuses (``hydra.launcher.partition=VALUE``) and its message. Returns sbatch's answer."""
+        import shutil
+
+        from illada.slurm import sbatch_test_only
+        from sweeps.launchers import sbatch_script
+
+        if shutil.which("sbatch") is None or shutil.which("srun") is None:
+            raise SweepError("hydra/launcher=submitit_slurm: sbatch/srun are not installed on this host; submit "
+                             "from a Slurm login node, or run here with hydra/launcher=basic or submitit_local")
+        try:
+            script = sbatch_script(self.launcher, tasks)
+        except (ValueError, NameError) as e:
+            raise _refused_parameter(e) from None
+        accepted, message = sbatch_test_only(script)
+        if accepted:
+            return f"sbatch --test-only: the cluster would accept the job ({message})"
+        params = self.launcher.params
+        # sbatch says "Invalid account or account/partition combination": the first word it names is the culprit
+        named = [k for k in ("account", "qos", "partition", "gres", "constraint", "nodelist", "exclude")
+                 if k in message.lower() and params.get(k) is not None]
+        if not named:  # Slurm does not answer, or refuses something we cannot pin on one field
+            raise SweepError(f"hydra/launcher=submitit_slurm: sbatch --test-only failed: {message}; nothing was "
+                             "submitted")
+        raise SweepError(f"hydra.launcher.{named[0]}={params[named[0]]}: Slurm would refuse the job: {message}; "
+                         "nothing was submitted (`sinfo -s` lists partitions, `sacctmgr show assoc user=$USER` "
+                         "accounts and qos)")
 
     def check_launcher(self, what: str) -> None:
         if self.cluster is None:
@@ -170,3 +204,31 @@ class IlladaSweeper(Sweeper):
         except Exception as e:  # noqa: BLE001 -- records are saved; a figure is not worth failing for
             print(f"no Pareto plot: {type(e).__name__}: {e}")
             return None
+
+
+def _refused_parameter(error: Exception) -> SweepError:
+    """submitit refusing a ``hydra.launcher`` parameter its executor does not have, as one line."""
+    first = str(error).strip().splitlines()[0].split(" Valid arguments:")[0]
+    return SweepError(f"hydra.launcher: {first}")
+
+
+def interrupted(root: Path | None, submitted: bool = False) -> NoReturn:
+    """Ctrl-C: one line saying what the results store holds and how to resume, and exit 130 (the shell's code
+    for SIGINT). Nothing is lost: records are written whole as each point ends, and a point cut short leaves
+    no record (its running marker is released as it stops), so the same command runs it again."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not turn this line into a traceback
+    what = "no record written yet"
+    if root is not None and root.is_dir():
+        from illada.store import SweepStore
+
+        try:
+            st = SweepStore(root).status()
+            unfinished = len(st.missing) + len(st.running) + len(st.corrupt)
+            what = (f"{len(st.done)} of {st.total} points done, {len(st.failed)} failed, {unfinished} not finished "
+                    f"(records kept in {root})")
+        except Exception as e:  # noqa: BLE001 -- the line must come out whatever the store's state
+            what = f"records kept in {root} ({type(e).__name__} while counting them)"
+    jobs = (f"; submitted jobs keep running (`illada-status {root}` follows them, `scancel` stops them)"
+            if submitted else "")
+    print(f"interrupted: {what}{jobs}; resume with the same command", file=sys.stderr)
+    raise SystemExit(130)

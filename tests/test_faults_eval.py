@@ -61,8 +61,10 @@ def _error_line(output: str) -> str:
 
 
 def _eval(model: Path, *extra: str) -> tuple[int, str]:
+    # without --out, illada-eval writes to runs/eval of the repository: keep test records beside the model
+    out = () if "--out" in extra else ("--out", str(Path(model).parent / "eval_out"))
     return _cli([str(BIN / "illada-eval"), "--model", str(model), "--limit", "2", "--device", "cpu", "--sampler",
-                 *(f"{k}={v}" for k, v in SAMPLER.items()), *extra])
+                 *(f"{k}={v}" for k, v in SAMPLER.items()), *out, *extra])
 
 
 def _sweep_args(model: Path, sweep_dir: Path, *extra: str) -> list[str]:

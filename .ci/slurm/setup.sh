@@ -120,6 +120,21 @@ install_file() {
     echo changed
 }
 
+# daemon CMD... / daemon_bg CMD...: run CMD (in the background) with every descriptor it would inherit above 2
+# closed. The daemons outlive this script, and one that kept the caller's open files would hold them for good
+# (`flock LOCK setup.sh` would never release LOCK). Only the subshell that becomes CMD closes them (bash reads
+# this script from one); daemon_bg forks that subshell itself, so no waiting shell keeps them either.
+close_inherited_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-"
+    done
+    return 0
+}
+daemon() { ( close_inherited_fds; exec "$@" ); }
+daemon_bg() { ( close_inherited_fds; exec "$@" ) & }
+
 # stop_ours NAME PIDFILE: stop a daemon that this script started
 stop_ours() {
     local name=$1 pidfile=$2 pid
@@ -193,7 +208,7 @@ elif munge_ok; then
     log "munged: a munged this script did not start is answering; using it (teardown leaves it alone)"
 else
     rm -f "$RUN/munged.pid"
-    runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1 || die "munged failed to start (see /var/log/munge/munged.log)"
+    daemon runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1 || die "munged failed to start (see /var/log/munge/munged.log)"
     wait_for "$SLURM_LOCAL_TIMEOUT" munged munge_ok || die "munged does not answer (see /var/log/munge/munged.log)"
     cp /run/munge/munged.pid "$RUN/munged.pid"
 fi
@@ -262,12 +277,12 @@ if [ "$SLURM_LOCAL_ACCOUNTING" = 1 ]; then
             log "mariadb: data directory initialised"
         fi
         check_port_free "$SLURM_LOCAL_DB_PORT" mariadb
-        setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" \
+        daemon_bg setsid /usr/sbin/mariadbd --no-defaults --user=mysql --datadir="$DB_DIR" \
             --bind-address=127.0.0.1 --port="$SLURM_LOCAL_DB_PORT" --skip-name-resolve \
             --socket="$RUN/mysql/mysqld.sock" --pid-file="$RUN/mysql/mariadbd.pid" \
             --log-error="$LOG/mariadb.err" --innodb-buffer-pool-size=128M \
             --innodb-log-file-size=48M --innodb-lock-wait-timeout=900 \
-            </dev/null >/dev/null 2>&1 &
+            </dev/null >/dev/null 2>&1
         wait_for "$SLURM_LOCAL_TIMEOUT" mariadb \
             mariadb-admin --no-defaults --socket="$RUN/mysql/mysqld.sock" -uroot ping \
             || { tail -20 "$LOG/mariadb.err" >&2; die "mariadb did not start"; }
@@ -293,7 +308,7 @@ SQL
         log "slurmdbd: already running (ours, pid $(cat "$RUN/slurmdbd.pid"))"
     else
         check_port_free "$SLURM_LOCAL_DBD_PORT" slurmdbd
-        /usr/sbin/slurmdbd </dev/null >/dev/null 2>&1 || die "slurmdbd failed to start (see $LOG/slurmdbd.log)"
+        daemon /usr/sbin/slurmdbd </dev/null >/dev/null 2>&1 || die "slurmdbd failed to start (see $LOG/slurmdbd.log)"
         wait_for "$SLURM_LOCAL_TIMEOUT" slurmdbd sacctmgr -n show cluster \
             || { tail -20 "$LOG/slurmdbd.log" >&2; die "slurmdbd does not answer"; }
     fi
@@ -311,7 +326,7 @@ if alive slurmctld "$RUN/slurmctld.pid"; then
 else
     check_port_free "$SLURM_LOCAL_CTLD_PORT" slurmctld
     # -i: ignore errors in saved state (e.g. left by an earlier configuration)
-    /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1 || die "slurmctld failed to start (see $LOG/slurmctld.log)"
+    daemon /usr/sbin/slurmctld -i </dev/null >/dev/null 2>&1 || die "slurmctld failed to start (see $LOG/slurmctld.log)"
     ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
     wait_for "$SLURM_LOCAL_TIMEOUT" slurmctld ctld_up \
         || { tail -20 "$LOG/slurmctld.log" >&2; die "slurmctld does not answer"; }
@@ -321,7 +336,7 @@ if alive slurmd "$RUN/slurmd.pid"; then
     log "slurmd: already running (ours, pid $(cat "$RUN/slurmd.pid"))"
 else
     check_port_free "$SLURM_LOCAL_SLURMD_PORT" slurmd
-    /usr/sbin/slurmd </dev/null >/dev/null 2>&1 || die "slurmd failed to start (see $LOG/slurmd.log)"
+    daemon /usr/sbin/slurmd </dev/null >/dev/null 2>&1 || die "slurmd failed to start (see $LOG/slurmd.log)"
 fi
 
 node_state() { sinfo -h -N -n "$HOST" -o %T 2>/dev/null | head -1; }

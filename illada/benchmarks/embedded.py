@@ -4,6 +4,7 @@
     python -m illada.benchmarks.embedded --quick    # fewer items
 
 Every figure is an evaluation record computed here (written under ``--runs``), summarised as Markdown in
+``bench_out/embedded.md`` (``--out``); ``--update-results`` (a full run) replaces the committed
 ``illada/benchmarks/results/embedded.md``.
 """
 
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import illada
 from illada.benchmarks.engine import environment, markdown
+from illada.benchmarks.output import add_report_options, report_path
 from illada.evaluate import Point, evaluate, resolve
 
-RESULTS = Path(__file__).parent / "results" / "embedded.md"
+REPORT = "embedded.md"
 
 
 def run(point: Point, runs: Path, loaded) -> dict:
@@ -41,11 +43,12 @@ def row(summary: dict, **label) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="default", help="'default' (the embedded model) or a checkpoint directory")
+    parser.add_argument("--quick", action="store_true", help="fewer items (figures not for the committed report)")
     parser.add_argument("--runs", type=Path, default=None, help="where the records go (default: a temp dir)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    add_report_options(parser, REPORT)
     args = parser.parse_args(argv)
+    out = report_path(args, REPORT)  # refused now, not after the benchmark
     runs = args.runs or Path(tempfile.mkdtemp(prefix="illada-embedded-"))
     n_gen, n_mc, n_real = (100, 100, 4) if args.quick else (500, 300, 20)
     loaded = illada.load(args.model)
@@ -95,9 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     report = (f"# Embedded default model\n\n{environment('cpu')}\n\n"
               f"Command: `python -m illada.benchmarks.embedded{' --quick' if args.quick else ''}`; records in "
               f"`{runs}`.\n\n" + "\n".join(sections))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(f"wrote {args.out}", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
     python -m illada.benchmarks.engine            # CPU figures (+ 8B presets on CUDA when present)
     python -m illada.benchmarks.engine --quick    # the same, smaller, in well under a minute
+    python -m illada.benchmarks.engine --update-results   # a full run that replaces the committed report
 
-Prints Markdown tables and writes them, with device, date and versions, to ``--out``.
+Prints Markdown tables and writes them, with device, date and versions, to ``--out`` (default
+``bench_out/engine_{cpu,cuda}.md``; the committed ``illada/benchmarks/results/`` copy only with
+``--update-results``).
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from safetensors.torch import load_file
 
 import illada
 from illada.attention import flash_attn_available
+from illada.benchmarks.output import RESULTS_DIR, add_report_options, report_path  # noqa: F401 -- gpu.py imports RESULTS_DIR
 from illada.checkpoint import save_checkpoint, shard_files
 from illada.config import ModelConfig, preset
 from illada.model import Transformer
 from illada.records import device_name
 from illada.timing import synchronize, time_call
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def drop_page_cache() -> bool:
@@ -165,8 +167,10 @@ def environment(device: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller models and fewer repeats")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the Markdown report")
+    name = f"engine_{'cuda' if torch.cuda.is_available() else 'cpu'}.md"
+    add_report_options(parser, name)
     args = parser.parse_args(argv)
+    out = report_path(args, name)  # refused now, not after the benchmark
     repeats = 3 if args.quick else 5
     sections: list[str] = []
 
@@ -202,7 +206,6 @@ def main(argv: list[str] | None = None) -> None:
 
     report = f"# Engine benchmark\n\n{environment('cuda' if torch.cuda.is_available() else 'cpu')}\n\n" \
              f"Command: `python -m illada.benchmarks.engine{' --quick' if args.quick else ''}`\n\n" + "\n".join(sections)
-    out = args.out or RESULTS_DIR / f"engine_{'cuda' if torch.cuda.is_available() else 'cpu'}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(f"wrote {out}", file=sys.stderr)

@@ -28,6 +28,7 @@ from illada.config import ModelConfig, preset
 from illada.model import Transformer
 from illada.sampling import GenerationResult, SamplerSettings, generate
 from illada.benchmarks.engine import markdown
+from illada.benchmarks.output import BENCH_OUT
 from illada.records import device_name
 from illada.timing import synchronize
 
@@ -149,7 +150,7 @@ def _knobs(kw: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="small", help="'small' (CPU default) or a preset: llada-8b, illada-8b")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--std", type=float, default=None, help="init std (default 0.5 small, 0.02 presets)")
     parser.add_argument("--threads", type=int, default=1,
@@ -157,10 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration of (b) (median)")
     parser.add_argument("--repeats-a", type=int, default=5,
                         help="timed runs per configuration of (a), ours and the reference interleaved (median)")
-    parser.add_argument("--gen-length", type=int, default=256)
-    parser.add_argument("--block", type=int, default=32)
+    parser.add_argument("--gen-length", type=int, default=256, help="answer length of (b)")
+    parser.add_argument("--block", type=int, default=32, help="block length of (b)")
     parser.add_argument("--skip-a", action="store_true", help="skip the reference-loop comparison")
-    parser.add_argument("--out", type=Path, default=None, help="also write the Markdown report here")
+    parser.add_argument("--out", type=Path, default=BENCH_OUT / "samplers.md",
+                        help="where to write the Markdown report (default: %(default)s)")
     args = parser.parse_args(argv)
 
     if args.device == "cpu" and args.threads:
@@ -182,9 +184,9 @@ def main(argv: list[str] | None = None) -> None:
         print(report[-1], flush=True)
     report.append(section_b(model, cfg, args.device, args.repeats, args.gen_length, args.block))
     print(report[-1], flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(report))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(report))
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

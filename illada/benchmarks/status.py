@@ -58,8 +58,8 @@ def time_status(root: Path, source: Path | None, repeats: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--records", type=int, default=5000, help="records in the synthetic sweep")
+    parser.add_argument("--repeats", type=int, default=5, help="illada-status runs timed (median reported)")
     parser.add_argument("--source", type=Path, help="run illada-status from this checkout instead")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
