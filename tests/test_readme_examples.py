@@ -1,46 +1,140 @@
-"""Every ``illada-sweep`` example of README.md, ablations/README.md and sweeps/README.md that needs no cluster and no
-8B checkpoint runs, as written in the README (read from it here), on the embedded model; ``task.limit`` (and a
-search's ``n_trials``) are appended to keep it short. Also Hydra's own conveniences on the app."""
+"""The docs' examples run as written. Every command of the ```bash blocks and every ```python block of README.md,
+ablations/README.md and sweeps/README.md is read from the doc itself (``illada.benchmarks.readme``, the same
+extraction the timing script uses), so doc and test cannot drift. Those that need no cluster, GPU or 8B checkpoint
+run as a new user runs them: in document order, in one fresh directory per doc (``.venv`` linked in, the default
+``runs/sweeps`` root), so a later command reads what an earlier one wrote. A command the doc says runs for
+minutes (its full-size version) runs with its item limit cut. Every other command must be listed in SKIPPED with
+the reason, so a new doc command has to be classified here. Also Hydra's own conveniences on the app."""
 
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from illada.benchmarks import readme as docs
 from illada.store import SweepStore
 from sweeps.app import main
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "ablations/README.md", "sweeps/README.md"]
-NEEDS_A_CLUSTER = ("submitit_slurm", "example_site", "my_cluster")
-NEEDS_A_CHECKPOINT = re.compile(r"\bmodel=(il)?llada-8b")
+ROOT = docs.ROOT
+SETUP = "setup: creates .venv"
+SUITE = "the test suite itself"
+GPU, SLURM, CKPT = "needs a GPU", "needs a Slurm cluster", "needs an 8B checkpoint"
+BENCH = "a benchmark: a measurement that runs for minutes"
+SERVER = "a web server that runs until stopped (pip install optuna-dashboard)"
+FRAGMENT = "a fragment: model, ids, prompt_ids, ctx_ids are the reader's own"
+
+# (doc, first line of the command or block) -> why it is not run here
+SKIPPED = {
+    ("README.md", ".venv/bin/python -m pytest -q"): SUITE,
+    ("README.md", "python block: import illada"): CKPT,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.engine"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.samplers"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.embedded"): BENCH,
+    ("README.md", ".venv/bin/python -m sweeps.benchmark overhead"): BENCH,
+    ("README.md", ".venv/bin/python -m sweeps.benchmark_search hypervolume"): BENCH,
+    ("README.md", ".venv/bin/python -m analysis.bench"): BENCH,
+    ("README.md", "python block: from illada.sampling import SamplerSettings, generate"): FRAGMENT,
+    ("README.md", ".venv/bin/illada-sweep -m +ablation=scoring model=illada-8b-base "
+                  "hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"): CKPT,
+    ("README.md", ".venv/bin/illada-sweep -m +ablation=search model=illada-8b-base task=gsm8k "
+                  "sampler=llada_gsm8k hydra/launcher=submitit_slurm hydra.launcher.partition=gpu "
+                  "hydra.launcher.gpus_per_node=1 hydra.sweeper.max_in_flight=16 hydra.sweeper.n_trials=200"): CKPT,
+    ("README.md", "optuna-dashboard runs/sweeps/frontier_search/optuna.journal"): SERVER,
+    ("ablations/README.md", "illada-sweep -m +ablation=caches hydra/launcher=submitit_slurm "
+                            "hydra.launcher.partition=gpu"): SLURM,
+    ("sweeps/README.md", "illada-sweep -m +ablation=frontier hydra/launcher=example_site --dry-run"): SLURM,
+}
+
+EXAMPLES = {doc: docs.examples(doc) for doc in docs.DOCS}
+RUNNABLE = [(doc, i) for doc, exs in EXAMPLES.items() for i, ex in enumerate(exs) if not ex.skip]
 
 
-def commands(doc: str) -> list[list[str]]:
-    """The ``illada-sweep`` command lines in the doc's code blocks (continuations joined, comments dropped)."""
-    out = []
-    for block in re.findall(r"```bash\n(.*?)```", (ROOT / doc).read_text(), re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words and Path(words[0]).name == "illada-sweep":
-                out.append(words[1:])
-            elif "&&" in words and Path(words[-2]).name == "illada-sweep":  # bash .ci/setup && illada-sweep ...
-                out.append(words[-1:])
-    return out
+def test_every_doc_command_is_classified():
+    """A command added to a doc either runs in test_doc_command_runs or is listed here with its reason."""
+    skipped = {(ex.doc, ex.label): ex.skip for exs in EXAMPLES.values() for ex in exs if ex.skip}
+    assert skipped == SKIPPED
+    assert len(RUNNABLE) >= 25
+    assert any(ex.text == ".venv/bin/illada-sweep -m +ablation=frontier" for ex in EXAMPLES["README.md"][:1])
 
 
-EXAMPLES = [(doc, args) for doc in DOCS for args in commands(doc)]
-RUNNABLE = [(doc, args) for doc, args in EXAMPLES if not NEEDS_A_CHECKPOINT.search(" ".join(args))
-            and ("--dry-run" in args or not any(w in " ".join(args) for w in NEEDS_A_CLUSTER))]
+def test_every_command_states_its_time():
+    """Each README command a newcomer can run here says roughly how long it takes, and runs in about a minute
+    unless it is a full-size one (then a short version is beside it and is what the doc test runs)."""
+    for doc, i in RUNNABLE:
+        ex = EXAMPLES[doc][i]
+        if ex.kind == "bash":  # python blocks: a time on one of their lines
+            assert docs.stated_seconds(ex.stated), f"{doc}:{ex.line}: no time stated for `{ex.label}`"
+        seconds = docs.stated_seconds(ex.stated) or 0
+        assert seconds <= 120 or docs.is_long(ex), f"{doc}:{ex.line}: {ex.stated} for `{ex.label}`"
+    long = [ex for doc, i in RUNNABLE if docs.is_long(ex := EXAMPLES[doc][i])]
+    assert [docs.shortened(ex).text for ex in long] == [".venv/bin/illada-sweep -m +ablation=scoring task.limit=3"]
 
 
-def test_the_docs_have_examples():
-    assert len(EXAMPLES) >= 15 and len(RUNNABLE) >= 10
-    assert ["-m", "+ablation=frontier"] in [args for _, args in EXAMPLES]  # the README's main job
+def _sweep_name(ablation: str) -> str:
+    return yaml.safe_load((ROOT / "ablations" / f"{ablation}.yaml").read_text())["name"]
+
+
+def test_paths_the_docs_read_are_written_before():
+    """Every `runs/...` path a doc command reads is one an earlier command of the same doc writes: sweeps go to
+    runs/sweeps/<the ablation's name> (README once said runs/frontier), illada-eval and evaluate() to their --out."""
+    for doc, exs in EXAMPLES.items():
+        written: set[str] = set()
+        for ex in exs:
+            if ex.skip:
+                continue
+            if re.search(r"illada-sweep\b", ex.text) and not re.search(r"--(help|dry-run)", ex.text):
+                m = re.search(r"\+ablation=(\w+)", ex.text)
+                written.add(f"runs/sweeps/{_sweep_name(m.group(1)) if m else 'default'}")
+            written.update(re.findall(r"(?:--out |evaluate\(resolved, \")(runs/[\w/]+)", ex.text))
+            for path in re.findall(r"runs/[\w./]+", ex.text):
+                assert any(path == w or path.startswith(w + "/") for w in written), f"{doc}:{ex.line} reads {path}"
+
+
+class _DocRun:
+    """One doc's commands run in order in one directory; each result is kept for the test of that command."""
+
+    def __init__(self, doc: str, cwd: Path):
+        self.doc, self.cwd, self.results = doc, docs.workdir(cwd), {}
+
+    def upto(self, index: int):
+        for i, ex in enumerate(EXAMPLES[self.doc][: index + 1]):
+            if not ex.skip and i not in self.results:
+                self.results[i], _ = docs.run(docs.shortened(ex), self.cwd, timeout=1800)
+        return self.results[index]
+
+
+@pytest.fixture(scope="module")
+def doc_runs(tmp_path_factory):
+    return {doc: _DocRun(doc, tmp_path_factory.mktemp(doc.replace("/", "_").replace(".", "_"))) for doc in docs.DOCS}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc, index", RUNNABLE, ids=[f"{d}:{EXAMPLES[d][i].line}" for d, i in RUNNABLE])
+def test_doc_command_runs(doc, index, doc_runs):
+    done = doc_runs[doc].upto(index)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, \
+        f"{EXAMPLES[doc][index].label}\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+def test_readme_outputs(doc_runs):
+    """What the README's commands promise is there after running them in order."""
+    run = doc_runs["README.md"]
+    run.upto(len(EXAMPLES["README.md"]) - 1)
+    sweeps = run.cwd / "runs" / "sweeps"
+    assert (sweeps / "frontier" / "pareto.png").stat().st_size > 0
+    assert len(SweepStore(sweeps / "frontier").records()) >= 10
+    assert len(SweepStore(sweeps / "scoring").records()) == 6  # 3 tasks x 2 scorers
+    # three illada-eval points; the python block's evaluate() is the first command's point again
+    assert len(list((run.cwd / "runs" / "demo").glob("*.items.parquet"))) == 3
+    assert (sweeps / "frontier_search" / "optuna.journal").stat().st_size > 0
+    assert list((run.cwd / "figures").glob("pareto_latency.*"))
+    for report in ("frontier", "budget", "search"):
+        out = run.cwd / "reports" / report
+        assert (out / "report.md").exists() and list(out.rglob("*.png")), report
 
 
 def _run(args: list[str]) -> None:
@@ -48,25 +142,6 @@ def _run(args: list[str]) -> None:
         main(args)
     except SystemExit as e:
         assert e.code in (0, None), f"illada-sweep {' '.join(args)}: {e.code}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("doc, args", RUNNABLE, ids=[f"{d}: {' '.join(a)}" for d, a in RUNNABLE])
-def test_readme_example_runs(doc, args, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ILLADA_SWEEP_ROOT", str(tmp_path))
-    monkeypatch.chdir(tmp_path)
-    short = ["task.limit=8"] if "--help" not in args else []
-    if "+ablation=search" in args:
-        short.append("hydra.sweeper.n_trials=3")
-    _run([*args, *short])
-    out = capsys.readouterr().out
-    if "--help" in args:
-        assert "ablation: " in out and "sampler: " in out
-    elif "--dry-run" in args:
-        assert "valid points" in out and not list(tmp_path.rglob("records"))
-    else:
-        stores = [p.parent for p in tmp_path.rglob("records")]
-        assert stores and all(SweepStore(s).records() for s in stores), out[-2000:]
 
 
 def test_main_job_ends_in_the_pareto_plot(tmp_path, monkeypatch):
