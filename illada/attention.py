@@ -2,7 +2,8 @@
 
 Every backend computes softmax(q k^T / sqrt(d) + key_padding_bias) v over all keys, with grouped-query
 attention (n_heads a multiple of n_kv_heads). Shapes: q [B, H, Tq, D], k/v [B, Hkv, Tk, D],
-``key_mask`` [B, Tk] bool (True = real token) or None. Returns [B, H, Tq, D].
+``key_mask`` [B, Tk] bool (True = real token) or None; eager and sdpa also take a per-query mask [B, Tq, Tk]
+(True = may attend; WINO's shadow block). Returns [B, H, Tq, D].
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask:
     if key_mask is not None:
         bias = torch.zeros(key_mask.shape, dtype=scores.dtype, device=scores.device)
         bias.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
-        scores = scores + bias[:, None, None, :]
+        scores = scores + _broadcast(bias)
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     return torch.matmul(probs, v)
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """PyTorch's fused scaled_dot_product_attention (flash / memory-efficient kernels where eligible)."""
-    mask = None if key_mask is None or bool(key_mask.all()) else key_mask[:, None, None, :]
+    mask = None if key_mask is None or bool(key_mask.all()) else _broadcast(key_mask)
     if q.shape[1] != k.shape[1]:
         if _SDPA_HAS_GQA:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False, enable_gqa=True)
@@ -41,8 +42,16 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: 
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=False)
 
 
+def _broadcast(mask: torch.Tensor) -> torch.Tensor:
+    """[B, Tk] key mask or [B, Tq, Tk] query-key mask -> broadcastable to the scores [B, H, Tq, Tk]."""
+    return mask[:, None] if mask.dim() == 3 else mask[:, None, None, :]
+
+
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """flash-attn 2 (CUDA, fp16/bf16), non-causal; padded batches go through the variable-length kernel."""
+    if key_mask is not None and key_mask.dim() == 3:
+        raise ValueError("attention backend 'flash_attn' takes key-padding masks only; a per-query mask "
+                         "[B, Tq, Tk] (decoder wino) needs 'sdpa' or 'eager'")
     from flash_attn import flash_attn_func, flash_attn_varlen_func  # optional GPU dependency
 
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))  # flash-attn wants [B, T, H, D]

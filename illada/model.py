@@ -162,7 +162,8 @@ class Transformer(nn.Module):
 
         ``attention_mask`` [B, S] marks real tokens (1) and padding (0) over all S key positions (S = T, or the
         cache length with ``kv_cache``). Positions default to the count of real tokens before each position,
-        so a left-padded row gets the same positions as the unpadded sequence.
+        so a left-padded row gets the same positions as the unpadded sequence. A [B, T, S] mask says which key
+        each query may attend to (WINO's shadow block); it needs explicit ``position_ids``.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
@@ -171,7 +172,12 @@ class Transformer(nn.Module):
         if kv_cache is not None and not 0 <= cache_start <= S - T:
             raise ValueError(f"cache_start={cache_start} with {T} tokens does not fit a cache of length {S}")
         key_mask = None
-        if attention_mask is not None:
+        if attention_mask is not None and attention_mask.dim() == 3:
+            if tuple(attention_mask.shape) != (B, T, S) or position_ids is None:
+                raise ValueError(f"a per-query attention_mask must have shape {(B, T, S)} and come with "
+                                 f"position_ids, got {tuple(attention_mask.shape)}")
+            key_mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)
+        elif attention_mask is not None:
             if tuple(attention_mask.shape) != (B, S):
                 raise ValueError(f"attention_mask must have shape {(B, S)}, got {tuple(attention_mask.shape)}")
             key_mask = attention_mask.to(device=input_ids.device, dtype=torch.bool)

@@ -159,7 +159,7 @@ def test_hydra_conveniences(tmp_path, monkeypatch, capsys):
     shell completion completes our groups."""
     _run(["--help"])
     out = capsys.readouterr().out
-    assert "illada-sweep" in out and "ablation: caches, frontier" in out and "task: " in out
+    assert "illada-sweep" in out and "ablation: caches, decoders, frontier" in out and "task: " in out
     _run(["--hydra-help"])
     out = capsys.readouterr().out
     assert "hydra/sweeper: basic, illada_grid, illada_pareto" in out

@@ -2,6 +2,6 @@
 iLLaDA's variable-length generation, behind one entry point :func:`generate`."""
 
 from illada.sampling.loop import GenerationResult, generate
-from illada.sampling.settings import CACHE_MODES, REMASKING, SamplerSettings
+from illada.sampling.settings import CACHE_MODES, DECODERS, REMASKING, SamplerSettings
 
-__all__ = ["CACHE_MODES", "GenerationResult", "REMASKING", "SamplerSettings", "generate"]
+__all__ = ["CACHE_MODES", "DECODERS", "GenerationResult", "REMASKING", "SamplerSettings", "generate"]

@@ -1,8 +1,9 @@
 """The block loop behind every sampler: LLaDA's fixed schedule, Fast-dLLM's threshold/factor rules and caches,
 and iLLaDA's variable-length generation all run through :func:`generate`.
 
-Per step (one forward): logits of the current block -> guidance -> EOS controls -> x0 -> confidence -> selection
--> commit. Committed tokens are never remasked.
+Per step (one forward): logits of the current block -> guidance -> EOS controls -> x0 -> confidence ->
+calibrations (certainty prior, PC-Sampler) -> the decoder's selection (illada/sampling/decoders.py) -> commit.
+Only a decoder that asks for it (StepOutput.remask) remasks committed tokens.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from illada.sampling import rules
+from illada.sampling import decoders, rules
 from illada.sampling.guidance import combine_guided, with_unconditional_rows
 from illada.sampling.settings import SamplerSettings
 from illada.timing import synchronize
@@ -49,9 +50,6 @@ class GenerationResult:
         return float(self.generated_tokens.sum()) / max(self.wall_time_s, 1e-12)
 
 
-_MAX_STEPS_PER_POSITION = 64
-
-
 class _Forward:
     """Logits of the block window [start, end) of a canvas, through the chosen cache mode.
 
@@ -83,53 +81,59 @@ class _Forward:
 
 
 class _Sampler:
-    def __init__(self, model, settings: SamplerSettings, generator: torch.Generator | None) -> None:
+    def __init__(self, model, settings: SamplerSettings, generator: torch.Generator | None,
+                 frequencies: torch.Tensor | None = None) -> None:
         self.model, self.s, self.generator = model, settings, generator
+        self.decoder = decoders.build(settings)
+        self.calibrate = decoders.Calibration(settings, frequencies)
         self.steps: list[torch.Tensor] = []  # committed counts per step, [B_active] each
         self.step_rows: list[torch.Tensor] = []  # row ids those counts belong to
 
     def denoise_block(self, x: torch.Tensor, attention_mask: torch.Tensor | None, prompt_index: torch.Tensor,
                       rows: torch.Tensor, first: int, start: int, end: int) -> int:
         """Unmask x[:, start:end] in place (``first`` = first generated column); returns the number of forwards."""
-        s = self.s
+        s, decoder = self.s, self.decoder
         forward = _Forward(self.model, s, attention_mask, prompt_index)
-        quota = rules.transfer_counts(end - start, s.steps_per_block) if s.is_fixed_schedule else None
-        # The reference ranks every masked position left of the block end. Earlier blocks are normally full, but
-        # a model that predicts the mask token itself "commits" it and leaves that position masked, so it stays a
-        # candidate wherever the forward covers it (not in the cached prefix of Fast-dLLM's later steps).
-        stale = (x[:, first:start] == s.mask_id).any(dim=0).nonzero()
-        lo = first + int(stale[0]) if len(stale) else start
+        decoder.begin_block(x, start, end)
+        lo = start
+        if decoder.ranks_stale_prefix:
+            # The LLaDA reference ranks every masked position left of the block end. Earlier blocks are normally
+            # full, but a model that predicts the mask token itself "commits" it and leaves that position masked,
+            # so it stays a candidate wherever the forward covers it (not in the cached prefix of Fast-dLLM's
+            # later steps).
+            stale = (x[:, first:start] == s.mask_id).any(dim=0).nonzero()
+            lo = first + int(stale[0]) if len(stale) else start
+        limit = decoder.max_steps(start, end)
         step = 0
         while True:
-            logits, offset = forward(x, start, end, step)
+            logits, offset = decoder.forward(forward, x, start, end, step)
             window_start = max(lo, offset)
             window = x[:, window_start:end]
             masked = window == s.mask_id
-            x0, confidence = self._propose(logits, offset, window_start, end)
+            logits, x0, confidence, noise = self._propose(logits, offset, window_start, end)
+            if self.calibrate.active:
+                confidence = self.calibrate(confidence, x0, x, first, window_start, start, end, logits.shape[-1])
             confidence = torch.where(masked, confidence, torch.full_like(confidence, rules.NEG_INF))
-            if quota is not None:
-                chosen = rules.select_fixed(confidence, quota[step], window_start, x.shape[1])
-            elif s.threshold is not None:
-                chosen = rules.select_threshold(confidence, masked, s.threshold)
-            else:
-                chosen = rules.select_factor(confidence, masked, s.factor)
-            window[chosen] = x0[chosen]
-            self.steps.append(chosen.sum(dim=-1))
+            out = decoder.select(decoders.StepInput(logits, x0, confidence, masked, x, window_start, start, end,
+                                                    step, first, noise))
+            if out.remask is not None:
+                window[out.remask] = s.mask_id
+            tokens = x0 if out.tokens is None else out.tokens
+            window[out.commit] = tokens[out.commit]
+            self.steps.append(out.commit.sum(dim=-1))
             self.step_rows.append(rows)
             step += 1
-            # LLaDA runs exactly steps/num_blocks forwards per block; Fast-dLLM's rules stop once it is full.
-            if quota is not None:
-                if step == len(quota):
-                    return forward.calls
-            elif not bool((x[:, start:end] == s.mask_id).any()):
+            if decoder.finished(x, start, end, step):
                 return forward.calls
-            elif step >= _MAX_STEPS_PER_POSITION * (end - start):
+            if limit is not None and step >= limit:
                 # only a model that keeps predicting the mask token itself gets here (the reference would hang)
                 raise RuntimeError(f"block [{start}, {end}) still has masks after {step} steps: the model keeps "
                                    f"predicting mask_id={s.mask_id}")
 
-    def _propose(self, logits: torch.Tensor, offset: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x0 and confidence over the block, with the reference's guidance, EOS controls and random draws."""
+    def _propose(self, logits: torch.Tensor, offset: int, start: int, end: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Window logits, x0, confidence and x0's uniforms (None at T=0), with the reference's guidance, EOS
+        controls and random draws."""
         s = self.s
         rows = logits.shape[0] // 2 if s.cfg_scale > 0 else logits.shape[0]
         span = (rows, logits.shape[1])
@@ -152,7 +156,7 @@ class _Sampler:
             window = _forbid(window, [i for i in ids if i is not None])
         dtype = torch.float64 if s.uses_float64_confidence else window.dtype
         confidence = rules.CONFIDENCE_RULES[s.remasking](window, x0, uniform, dtype)
-        return x0, confidence
+        return window, x0, confidence, noise
 
     def _rand(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.rand(shape, dtype=dtype, device=device, generator=self.generator)
@@ -180,7 +184,13 @@ def generate(model, prompt_ids: torch.Tensor, settings: SamplerSettings,
     generator = None
     if settings.seed is not None:
         generator = torch.Generator(device=device).manual_seed(settings.seed)
-    sampler = _Sampler(model, settings, generator)
+    frequencies = None
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if settings.debias and vocab is not None:  # a bad file fails here, before any forward
+        from illada.sampling.token_frequencies import load_frequencies  # lazily: it is also a CLI module
+
+        frequencies = load_frequencies(settings.token_frequencies, vocab)
+    sampler = _Sampler(model, settings, generator, frequencies)
     synchronize(device)
     t0 = time.perf_counter()
     if settings.variable_length:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
 
 Remasking = Literal["low_confidence", "random", "topk_margin", "entropy"]
 CacheMode = Literal["none", "prefix", "dual"]
@@ -29,13 +29,23 @@ class SamplerSettings:
 
     * ``gen_length``: canvas length (fixed mode) or token budget (``variable_length``).
     * ``steps``: total steps of the fixed schedule, ``steps / (gen_length / block_length)`` per block. Ignored by
-      the ``threshold``/``factor`` rules, which end a block when it has no mask left.
+      the ``threshold``/``factor`` rules and the adaptive decoders, which end a block when it has no mask left.
     * ``threshold`` (tau in (0, 1]) / ``factor`` (f > 0): Fast-dLLM's parallel decoding rules (at most one).
     * ``cache``: ``prefix`` or ``dual`` KV cache, refreshed by a full forward at each block start.
     * ``confidence_precision``: dtype of the softmax behind the confidence. ``auto`` follows the reference of the
       mode at hand: the logits' dtype for the LLaDA path, float64 whenever a Fast-dLLM rule or cache is on.
     * ``seed``: seeds a private generator (same stream as ``torch.manual_seed(seed)`` before the reference
       code); ``None`` draws from torch's global generator.
+    * ``decoder``: the selection rule, a name of :data:`DECODERS` (e.g. ``llada``: fixed schedule / Fast-dLLM
+      rules; ``eb_sampler`` / ``eb_sampler_sglang``: EB-Sampler as d2Cache / SGLang; ``hierarchy``: dInfer;
+      ``klass``: KL-adaptive stability; ``credit``: dInfer's credit decoding; ``wino``: wide-in narrow-out;
+      ``slow_fast``: SlowFast sampling).
+      Its knobs (e.g. ``gamma``; ``threshold``/``low_threshold`` for ``hierarchy``) default to the reference's
+      published values; a knob the selected decoder does not read is an error.
+    * ``sigma``: d2Cache's certainty prior (confidence times a Gaussian density of decoded neighbours).
+    * ``debias`` / ``clip_alpha`` / ``pc_lambda`` / ``token_frequencies``: PC-Sampler's calibration
+      ``exp(-pc_lambda * j) * min(-p(x0) log f(x0), clip_alpha)`` with token frequencies f from a file (None:
+      the shipped ``illada/sampling/data/token_frequencies_default.json``).
     """
 
     mask_id: int
@@ -56,6 +66,30 @@ class SamplerSettings:
     confidence_eos_eot_inf: bool = False
     confidence_precision: ConfidencePrecision = "auto"
     seed: int | None = None
+    # ---- decoding strategy (illada/sampling/decoders.py) and its knobs; None = the decoder's published default
+    decoder: str = "llada"
+    gamma: float | None = None
+    low_threshold: float | None = None
+    # KLASS (klass.py), credit decoding (credit.py), WINO (wino.py), SlowFast (slow_fast.py)
+    kl_threshold: float | None = None
+    kl_history_length: int | None = None
+    credit_alpha: float | None = None
+    boost_gamma: float | None = None
+    decay_beta: float | None = None
+    wide_in_threshold: float | None = None
+    narrow_out_threshold: float | None = None
+    k_exploration_steps: int | None = None
+    cycle_len_confidence_threshold: float | None = None
+    cycle_length_stability_window: int | None = None
+    cycle_length_stability_std_dev_threshold: float | None = None
+    high_confidence_threshold: float | None = None
+    max_sub_cycles_per_block: int | None = None
+    # ---- confidence calibrations, for confidence-ranked decoders (DecoderSpec.calibrations)
+    sigma: float | None = None
+    debias: bool = False
+    clip_alpha: float | None = None
+    pc_lambda: float | None = None
+    token_frequencies: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop_ids, list):
@@ -81,12 +115,6 @@ class SamplerSettings:
             raise _bad("cfg_scale", self.cfg_scale, "must be a finite number >= 0")
         if self.remasking not in REMASKING:
             raise _bad("remasking", self.remasking, f"unknown rule; choose one of {list(REMASKING)}")
-        if self.threshold is not None and self.factor is not None:
-            raise _bad("factor", self.factor, f"cannot be combined with threshold={self.threshold}; set one")
-        if self.threshold is not None and not (_finite(self.threshold) and 0 < self.threshold <= 1):
-            raise _bad("threshold", self.threshold, "tau must lie in (0, 1]")
-        if self.factor is not None and not (_finite(self.factor) and self.factor > 0):
-            raise _bad("factor", self.factor, "must be a finite number > 0")
         if self.cache not in CACHE_MODES:
             raise _bad("cache", self.cache, f"unknown cache mode; choose one of {list(CACHE_MODES)}")
         if self.confidence_precision not in CONFIDENCE_PRECISIONS:
@@ -110,6 +138,31 @@ class SamplerSettings:
             raise _bad("variable_length", True, "needs stop_ids or eos_id to know when an answer ends")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise _bad("seed", self.seed, "must be an integer or None")
+        self._resolve_decoder()
+
+    def _resolve_decoder(self) -> None:
+        """Reject knobs the selected decoder does not read, fill in its published defaults, run its checks."""
+        spec = DECODERS.get(self.decoder) if isinstance(self.decoder, str) else None
+        if spec is None:
+            raise _bad("decoder", self.decoder, f"unknown decoder; choose one of {list(DECODERS)}")
+        allowed = set(spec.knobs) | (set(CALIBRATION_KNOBS) if spec.calibrations else set())
+        for name in sorted(KNOB_FIELDS - allowed):
+            value = getattr(self, name)
+            if value is not None and value is not False:
+                users = [d for d, sp in DECODERS.items()
+                         if name in sp.knobs or (sp.calibrations and name in CALIBRATION_KNOBS)]
+                raise _bad(name, value, f"only used by decoder {'|'.join(users)} (decoder={self.decoder!r})")
+        for name, default in spec.knobs.items():
+            if getattr(self, name) is None and default is not None:
+                object.__setattr__(self, name, default)
+        if spec.calibrations:
+            _check_calibrations(self)
+        if spec.check is not None:
+            spec.check(self)
+
+    @property
+    def decoder_spec(self) -> "DecoderSpec":
+        return DECODERS[self.decoder]
 
     # ------------------------------------------------------------------ derived
     @property
@@ -122,8 +175,8 @@ class SamplerSettings:
 
     @property
     def is_fixed_schedule(self) -> bool:
-        """True for LLaDA's uniform per-step transfer counts (no Fast-dLLM threshold/factor)."""
-        return self.threshold is None and self.factor is None
+        """True for LLaDA's uniform per-step transfer counts (decoder llada without Fast-dLLM threshold/factor)."""
+        return self.decoder == "llada" and self.threshold is None and self.factor is None
 
     @property
     def stop_set(self) -> tuple[int, ...]:
@@ -134,7 +187,10 @@ class SamplerSettings:
     @property
     def uses_float64_confidence(self) -> bool:
         if self.confidence_precision == "auto":
-            # LLaDA's generate() takes the softmax in the logits' dtype; Fast-dLLM's rules take it in float64.
+            # LLaDA's generate() takes the softmax in the logits' dtype; Fast-dLLM's rules take it in float64;
+            # the other decoders' references (d2Cache, dInfer, SGLang) take it in the logits' dtype.
+            if self.decoder != "llada":
+                return self.decoder_spec.float64_confidence
             return not self.is_fixed_schedule or self.cache != "none"
         return self.confidence_precision == "float64"
 
@@ -151,6 +207,194 @@ class SamplerSettings:
         if "eos_id" not in kwargs and getattr(config, "eos_token_id", None) is not None:
             kwargs["eos_id"] = config.eos_token_id
         return cls(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ decoders
+@dataclass(frozen=True)
+class DecoderSpec:
+    """What a decoder reads from :class:`SamplerSettings` (torch-free; the implementation lives in
+    ``illada/sampling/decoders.py`` under the same name).
+
+    * ``knobs``: field name -> published default, filled in when the field is None (None: no default).
+    * ``check``: extra validation of the resolved settings; raises ``_bad(field, value, why)``.
+    * ``calibrations``: the decoder ranks by confidence, so ``sigma`` / ``debias`` may rewrite it.
+    * ``float64_confidence``: ``confidence_precision="auto"`` takes the softmax in float64.
+    """
+
+    knobs: dict[str, Any] = field(default_factory=dict)
+    check: Callable[["SamplerSettings"], None] | None = None
+    calibrations: bool = False
+    float64_confidence: bool = False
+
+
+def _check_llada(s: SamplerSettings) -> None:
+    if s.threshold is not None and s.factor is not None:
+        raise _bad("factor", s.factor, f"cannot be combined with threshold={s.threshold}; set one")
+    if s.threshold is not None and not (_finite(s.threshold) and 0 < s.threshold <= 1):
+        raise _bad("threshold", s.threshold, "tau must lie in (0, 1]")
+    if s.factor is not None and not (_finite(s.factor) and s.factor > 0):
+        raise _bad("factor", s.factor, "must be a finite number > 0")
+
+
+def _check_gamma(s: SamplerSettings) -> None:
+    if not _finite(s.gamma) or s.gamma < 0:
+        raise _bad("gamma", s.gamma, "the entropy budget must be a finite number >= 0")
+
+
+def _check_sglang_eb(s: SamplerSettings) -> None:
+    _check_gamma(s)
+    if s.temperature != 0:
+        raise _bad("temperature", s.temperature, "decoder eb_sampler_sglang is greedy (SGLang's EBSampling); use 0")
+    if s.remasking != "low_confidence":
+        raise _bad("remasking", s.remasking, "decoder eb_sampler_sglang ranks by entropy and reads no remasking rule")
+    if s.confidence_eos_eot_inf:
+        raise _bad("confidence_eos_eot_inf", True, "decoder eb_sampler_sglang reads no confidence; "
+                   "use logits_eos_inf")
+
+
+def _check_hierarchy(s: SamplerSettings) -> None:
+    if s.remasking != "low_confidence":
+        raise _bad("remasking", s.remasking, "decoder hierarchy ranks by p(x0) (dInfer); use 'low_confidence'")
+    for name in ("threshold", "low_threshold"):
+        value = getattr(s, name)
+        if value is not None and not (_finite(value) and 0 <= value <= 1):
+            raise _bad(name, value, "must lie in [0, 1] or be None (off)")
+
+
+def _check_calibrations(s: SamplerSettings) -> None:
+    if s.sigma is not None and not (_finite(s.sigma) and s.sigma > 0):
+        raise _bad("sigma", s.sigma, "the certainty prior's kernel width must be a finite number > 0")
+    if not isinstance(s.debias, bool):
+        raise _bad("debias", s.debias, "must be true or false")
+    if s.debias:
+        # clip alpha 10: both references' default; no position decay unless asked (d2Cache's debias has none,
+        # NEUIR/PC-Sampler's scripts use 0.25: sweeps/conf/sampler/pc_sampler.yaml)
+        object.__setattr__(s, "clip_alpha", 10.0 if s.clip_alpha is None else s.clip_alpha)
+        object.__setattr__(s, "pc_lambda", 0.0 if s.pc_lambda is None else s.pc_lambda)
+        if not (_finite(s.clip_alpha) and s.clip_alpha > 0):
+            raise _bad("clip_alpha", s.clip_alpha, "must be a finite number > 0")
+        if not (_finite(s.pc_lambda) and s.pc_lambda >= 0):
+            raise _bad("pc_lambda", s.pc_lambda, "the position decay must be a finite number >= 0")
+        if s.remasking != "low_confidence":
+            raise _bad("debias", True, f"calibrates p(x0): needs remasking='low_confidence', got {s.remasking!r}")
+        if s.token_frequencies is not None and not isinstance(s.token_frequencies, str):
+            raise _bad("token_frequencies", s.token_frequencies, "must be a file path or None (shipped file)")
+    else:
+        for name in ("clip_alpha", "pc_lambda", "token_frequencies"):
+            if getattr(s, name) is not None:
+                raise _bad(name, getattr(s, name), "is a PC-Sampler knob: needs debias=true")
+
+
+def _check_klass(s: SamplerSettings) -> None:
+    if not (_finite(s.threshold) and 0 <= s.threshold <= 1):
+        raise _bad("threshold", s.threshold, "KLASS's confidence threshold must lie in [0, 1]")
+    if not (_finite(s.kl_threshold) and s.kl_threshold > 0):
+        raise _bad("kl_threshold", s.kl_threshold, "must be a finite number > 0")
+    if isinstance(s.kl_history_length, bool) or not isinstance(s.kl_history_length, int) or s.kl_history_length < 1:
+        raise _bad("kl_history_length", s.kl_history_length, "must be an integer >= 1")
+    if s.steps != s.gen_length:
+        raise _bad("steps", s.steps, f"decoder klass falls back to one token per step: needs steps == gen_length="
+                   f"{s.gen_length} (with fewer steps the reference leaves masks in the answer)")
+    _no_confidence_rewrites(s, "klass", "ranks by the float64 p(x0) of its KL-tracked distribution")
+    _fixed_precision(s, "klass", "float64, as its reference")
+    if s.cfg_scale > 0:
+        raise _bad("cfg_scale", s.cfg_scale, "decoder klass has no guidance in its reference; use 0")
+
+
+def _check_credit(s: SamplerSettings) -> None:
+    if not (_finite(s.threshold) and 0 < s.threshold <= 1):
+        raise _bad("threshold", s.threshold, "must lie in (0, 1]")
+    for name in ("credit_alpha", "boost_gamma"):
+        if not (_finite(getattr(s, name)) and getattr(s, name) >= 0):
+            raise _bad(name, getattr(s, name), "must be a finite number >= 0")
+    if not (_finite(s.decay_beta) and 0 <= s.decay_beta <= 1):
+        raise _bad("decay_beta", s.decay_beta, "the credit's decay per forward must lie in [0, 1]")
+    _no_confidence_rewrites(s, "credit", "ranks by p(x0) of its credit-boosted logits (dInfer)")
+
+
+def _check_wino(s: SamplerSettings) -> None:
+    for name in ("wide_in_threshold", "narrow_out_threshold"):
+        if not (_finite(getattr(s, name)) and 0 <= getattr(s, name) <= 1):
+            raise _bad(name, getattr(s, name), "must lie in [0, 1]")
+    if s.cache != "none":
+        raise _bad("cache", s.cache, "decoder wino feeds the whole canvas plus its shadow block to every forward; "
+                   "use 'none'")
+    if s.cfg_scale > 0:
+        raise _bad("cfg_scale", s.cfg_scale, "decoder wino has no guidance in its reference; use 0")
+    _no_confidence_rewrites(s, "wino", "ranks by the float64 p(x0) of the block and of its shadow")
+    _fixed_precision(s, "wino", "float64, as its reference")
+
+
+def _fixed_precision(s: SamplerSettings, name: str, what: str) -> None:
+    if s.confidence_precision != "auto":
+        raise _bad("confidence_precision", s.confidence_precision, f"decoder {name} takes its softmax in {what}; "
+                   "use 'auto'")
+
+
+def _no_confidence_rewrites(s: SamplerSettings, name: str, why: str) -> None:
+    if s.remasking != "low_confidence":
+        raise _bad("remasking", s.remasking, f"decoder {name} {why}; use 'low_confidence'")
+    if s.confidence_eos_eot_inf:
+        raise _bad("confidence_eos_eot_inf", True, f"decoder {name} {why}; use logits_eos_inf")
+
+
+def _check_slow_fast(s: SamplerSettings) -> None:
+    for name in ("k_exploration_steps", "cycle_length_stability_window", "max_sub_cycles_per_block"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _bad(name, value, "must be an integer >= 1")
+    for name in ("cycle_len_confidence_threshold", "high_confidence_threshold"):
+        if not (_finite(getattr(s, name)) and 0 <= getattr(s, name) <= 1):
+            raise _bad(name, getattr(s, name), "must lie in [0, 1]")
+    if not (_finite(s.cycle_length_stability_std_dev_threshold) and s.cycle_length_stability_std_dev_threshold > 0):
+        raise _bad("cycle_length_stability_std_dev_threshold", s.cycle_length_stability_std_dev_threshold,
+                   "must be a finite number > 0")
+    if s.temperature != 0:
+        raise _bad("temperature", s.temperature, "decoder slow_fast follows its reference at temperature 0 only "
+                   "(the reference's float32 noise over its own spans); use 0")
+    if s.cache != "none":
+        raise _bad("cache", s.cache, "decoder slow_fast chooses each forward's span itself; use 'none'")
+    if s.cfg_scale > 0:
+        raise _bad("cfg_scale", s.cfg_scale, "decoder slow_fast is supported without guidance; use 0")
+    _no_confidence_rewrites(s, "slow_fast", "ranks by p(x0) (SlowFast's certainty rule)")
+    _fixed_precision(s, "slow_fast", "the logits' dtype, as its reference")
+
+
+# SlowFast sampling's knobs, named as in its reference (LiangrunFlora/Slow-Fast-Sampling)
+SLOW_FAST_KNOBS: dict[str, Any] = {
+    "k_exploration_steps": 6, "cycle_len_confidence_threshold": 0.3, "cycle_length_stability_window": 2,
+    "cycle_length_stability_std_dev_threshold": 1.0, "high_confidence_threshold": 0.9,
+    "max_sub_cycles_per_block": 256,
+}
+
+# Knobs a decoder may own (all default to None/False; set only when the decoder reads them).
+KNOB_FIELDS = frozenset({"threshold", "factor", "gamma", "low_threshold", "sigma", "debias", "clip_alpha",
+                         "pc_lambda", "token_frequencies",
+                         "kl_threshold", "kl_history_length", "credit_alpha", "boost_gamma", "decay_beta",
+                         "wide_in_threshold", "narrow_out_threshold",
+                         *SLOW_FAST_KNOBS})
+CALIBRATION_KNOBS: tuple[str, ...] = ("sigma", "debias", "clip_alpha", "pc_lambda", "token_frequencies")
+
+DECODERS: dict[str, DecoderSpec] = {
+    # LLaDA's fixed schedule, or Fast-dLLM's threshold / factor rule when one is set
+    "llada": DecoderSpec(knobs={"threshold": None, "factor": None}, check=_check_llada, calibrations=True),
+    # EB-Sampler as d2Cache's confidence_unmasking (gamma: d2Cache configs/generation/eb_sampler.yaml)
+    "eb_sampler": DecoderSpec(knobs={"gamma": 0.001}, check=_check_gamma, calibrations=True),
+    # EB-Sampler as SGLang's EBSampling (gamma: its default)
+    "eb_sampler_sglang": DecoderSpec(knobs={"gamma": 0.15}, check=_check_sglang_eb),
+    # dInfer HierarchyDecoder (threshold / low_threshold: dInfer benchmarks/benchmark.py defaults)
+    "hierarchy": DecoderSpec(knobs={"threshold": 0.9, "low_threshold": 0.3}, check=_check_hierarchy),
+    # KLASS as the authors' code (shkim0116/KLASS src/llada_evaluation.py defaults; threshold = conf_threshold)
+    "klass": DecoderSpec(knobs={"threshold": 0.9, "kl_threshold": 0.01, "kl_history_length": 2},
+                         check=_check_klass),
+    # dInfer CreditThresholdParallelDecoder (its constructor defaults; threshold: benchmarks/benchmark.py)
+    "credit": DecoderSpec(knobs={"threshold": 0.9, "credit_alpha": 0.7, "boost_gamma": 0.2, "decay_beta": 0.8},
+                          check=_check_credit),
+    # WINO as the authors' decoding_wino (Feng-Hong/WINO-DLLM: its defaults, also LLaDA/configs/gsm8k.yaml)
+    "wino": DecoderSpec(knobs={"wide_in_threshold": 0.6, "narrow_out_threshold": 0.9}, check=_check_wino),
+    # SlowFast sampling as the authors' generate_slow_fast_sampling (its signature's defaults)
+    "slow_fast": DecoderSpec(knobs=dict(SLOW_FAST_KNOBS), check=_check_slow_fast),
+}
 
 
 def _finite(value: Any) -> bool:
