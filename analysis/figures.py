@@ -29,37 +29,50 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.pareto import MAX, MIN, pareto_mask
+from analysis.pareto import LATENCY, MAX, MIN, pareto_mask
 from analysis.tables import category_label
 
-#: the default cost column of the latency figures and tables (one place: a later change of the latency
-#: quantity changes it here)
-LATENCY = "seconds_per_sample"
-
-#: axis label (with unit) and the factor from the frame's unit to the plotted one
+#: axis label (with unit) and the factor from the frame's unit to the displayed one: ONE unit per quantity in
+#: every figure, table, hypervolume and reference point (latency stored in s, always shown in ms)
 AXES: dict[str, tuple[str, float]] = {
     "accuracy": ("accuracy (%)", 100.0),
-    "seconds_per_sample": ("latency per sample (ms)", 1e3),
-    "latency_p50_s": ("median batch latency (ms)", 1e3),
-    "latency_p95_s": ("p95 batch latency (ms)", 1e3),
+    "latency_p50_s": ("latency per request, p50 (ms)", 1e3),
+    "latency_p95_s": ("latency per request, p95 (ms)", 1e3),
+    "throughput_items_per_s": ("throughput (items/s)", 1.0),
+    "throughput_tokens_per_s": ("throughput (generated tokens/s)", 1.0),
     "nfe_per_sample": ("forward passes per sample (NFE)", 1.0),
     "tokens_per_forward": ("tokens decoded per forward pass", 1.0),
-    "tokens_per_second": ("throughput (tokens/s)", 1.0),
     "peak_memory_bytes": ("peak memory (GiB)", 1 / 2**30),
     "sampler.steps": ("steps", 1.0),
     "sampler.block_length": ("block length (tokens)", 1.0),
 }
 #: the columns a frontier can put on its x axis (``illada-report --latency`` takes one of them)
-COST_COLUMNS = ("seconds_per_sample", "latency_p50_s", "latency_p95_s", "nfe_per_sample", "tokens_per_forward",
-                "tokens_per_second", "peak_memory_bytes")
+COST_COLUMNS = ("latency_p50_s", "latency_p95_s", "throughput_items_per_s", "throughput_tokens_per_s",
+                "nfe_per_sample", "tokens_per_forward", "peak_memory_bytes")
+#: objectives where more is better; every other cost is minimised
+HIGHER_IS_BETTER = {"accuracy", "throughput_items_per_s", "throughput_tokens_per_s", "tokens_per_forward"}
+#: costs measured at the point's batch size: their label names it
+PER_BATCH = {"latency_p50_s", "latency_p95_s", "throughput_items_per_s", "throughput_tokens_per_s"}
+
+
+def direction(column: str) -> str:
+    """``"max"`` for accuracy, throughput and tokens per forward, ``"min"`` for latency and every other cost."""
+    return MAX if column in HIGHER_IS_BETTER else MIN
 #: how a task's quality metric reads in an axis label ("accuracy (exact match, %)")
 METRIC_NAMES = {"exact_match": "exact match", "acc_norm": "length-normalised"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p"]
 
 
 def axis_label(column: str, data: pd.DataFrame | None = None) -> str:
-    """The label (with unit) of ``column``; accuracy names the task's metric when ``data`` has a single one."""
+    """The label (with unit) of ``column``; accuracy names the task's metric when ``data`` has a single one, and
+    latency / throughput the batch size they were measured at (``latency per request, p50 (ms), batch 16``)."""
     label = AXES.get(column, (column, 1.0))[0]
+    if column in PER_BATCH and data is not None and "batch_size" in data:
+        batches = data["batch_size"].dropna().unique()
+        if len(batches) == 1:
+            label += f", batch {category_label(batches[0])}"
+        elif len(batches) > 1:  # the point names carry each one's batch size
+            label += ", at each point's batch size"
     if column == "accuracy" and data is not None and "metric" in data:
         metrics = data["metric"].dropna().unique()
         if len(metrics) == 1 and metrics[0] in METRIC_NAMES:
@@ -115,7 +128,7 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
         return column in rows and rows[column].dropna().astype(str).nunique() > 1
 
     extras = [c for c in ("sampler.gen_length", "sampler.remasking", "sampler.temperature", "sampler.cfg_scale",
-                          "scorer.mc_num") if varies(c)]
+                          "scorer.mc_num", "batch_size", "threads") if varies(c)]
     # a fixed-schedule point always names its block; a threshold / factor point only if theirs differ
     rules = df[df["decoding"].astype(str).str.startswith(("threshold", "factor"))] if "decoding" in df else df
     block_varies = varies("sampler.block_length", rules)
@@ -135,13 +148,17 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
             value = row.get(column)
             if value is None or value != value:
                 continue
-            name = column.split(".", 1)[1]
+            name = column.split(".", 1)[-1]
             if name == "remasking":
                 parts.append(f"{str(value).replace('_', ' ')} remasking")
             elif name == "gen_length":
                 parts.append(f"{category_label(value)} tokens")
             elif name == "mc_num":
                 parts.append(f"{category_label(value)} MC samples")
+            elif name == "batch_size":
+                parts.append(f"batch {category_label(value)}")
+            elif name == "threads":
+                parts.append(f"{category_label(value)} threads")
             else:
                 parts.append(f"{name.replace('_', ' ')} {category_label(value)}")
         return ", ".join(parts) + (f" + {cache}" if cache else "")
@@ -189,7 +206,7 @@ MAX_FRONT_LABELS = 8
 
 
 def frontier_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy",
-                  directions: tuple[str, str] = (MIN, MAX), col: str = "task", row: str = "model_name",
+                  directions: tuple[str, str] | None = None, col: str = "task", row: str = "model_name",
                   log_x: bool | None = None, title: str | None = None) -> plt.Figure:
     """``y`` against ``x`` per task (columns) and model (rows), with each panel's Pareto front.
 
@@ -197,7 +214,8 @@ def frontier_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy",
     The front is a staircase whose points carry their 95% Wilson interval; on a figure of one panel also their
     names (:func:`point_labels`; many small panels have no room for them: the report's front table names them).
     Dominated points are small and faint. ``log_x`` defaults to a log axis when ``x`` spans more than a
-    factor of 5."""
+    factor of 5. ``directions`` default: :func:`direction` of each column (throughput is maximised)."""
+    directions = directions or (direction(x), direction(y))
     data = df.dropna(subset=[x, y]).copy()
     if data.empty:
         raise ValueError(f"no point has both {x!r} and {y!r}")
@@ -324,6 +342,61 @@ def _name_front(ax: plt.Axes, front: pd.DataFrame, directions: tuple[str, str]) 
                 text.set_position((dx, dy + (other.y1 - extent.y0 + 1) * points_per_pixel))
                 extent = text.get_window_extent(renderer)
         placed.append(extent)
+
+
+# ------------------------------------------------------------------------------------------- sweeps compared
+#: line styles of the sweeps' fronts (with the colour, so a grey-scale print still tells them apart)
+SWEEP_LINES = ["-", "--", ":", "-."]
+
+
+def sweeps_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy", sweep: str = "sweep",
+                order: Sequence[str] | None = None, title: str | None = None) -> plt.Figure:
+    """The fronts of several sweeps on one figure: one panel per task and model, one staircase per sweep
+    (colour and line style by sweep, its points filled, the sweep's dominated points faint)."""
+    directions = (direction(x), direction(y))
+    data = df.dropna(subset=[x, y]).copy()
+    if data.empty:
+        raise ValueError(f"no point has both {x!r} and {y!r}")
+    names = list(order or dict.fromkeys(data[sweep]))
+    colours = dict(zip(names, sns.color_palette("colorblind", max(len(names), 3))))
+    data["_x"], data["_y"] = scaled(data[x], x), scaled(data[y], y)
+    by = [c for c in ("task", "model_name") if c in data]
+    data["_front"] = pareto_mask(data, x, y, directions, by=[*by, sweep])
+    panels = list(data.groupby(by, sort=True)) if by else [((), data)]
+    n_cols = min(3, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    with paper_style():
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False)
+        for ax, (keys, panel) in zip(axes.flat, panels):
+            for i, name in enumerate(names):
+                points = panel[panel[sweep] == name]
+                if points.empty:
+                    continue
+                front = points[points["_front"]].sort_values("_x")
+                ax.scatter(points.loc[~points["_front"], "_x"], points.loc[~points["_front"], "_y"],
+                           color=colours[name], s=14, alpha=0.3, linewidths=0)
+                ax.step(front["_x"], front["_y"], where="post" if directions[0] == MIN else "pre",
+                        color=colours[name], ls=SWEEP_LINES[i % len(SWEEP_LINES)], lw=1.4)
+                ax.scatter(front["_x"], front["_y"], color=colours[name], s=36, edgecolors="black",
+                           linewidths=0.6, zorder=3)
+            keys = keys if isinstance(keys, tuple) else (keys,)
+            ax.set_title(" · ".join(map(str, keys)))
+            ax.set_xlabel(axis_label(x, panel))
+            ax.set_ylabel(axis_label(y, panel))
+            xs = panel["_x"][panel["_x"] > 0]
+            if len(xs) and xs.max() / xs.min() > 5:
+                ax.set_xscale("log")
+                _plain_log_axis(ax.xaxis)
+        for ax in axes.flat[len(panels):]:
+            fig.delaxes(ax)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        handles = [Line2D([], [], color=colours[n], ls=SWEEP_LINES[i % len(SWEEP_LINES)], marker="o", mec="black")
+                   for i, n in enumerate(names)]
+        fig.legend(handles, [f"{n} (front)" for n in names], loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncols=min(len(names), 4), fontsize="small")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------- heatmap

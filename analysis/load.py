@@ -6,9 +6,17 @@ that carries a ``"schema"`` key. Column names::
 
     sweep, key, status, task, model, model_name, method, decoding, label,
     accuracy, ci_low, ci_high, n, metric, acc_norm, ...          # quality ("value" is renamed accuracy)
-    nfe_per_sample, tokens_per_forward, tokens_per_second, seconds_per_sample, latency_p50_s, ...   # cost
-    sampler.steps, sampler.block_length, sampler.remasking, scorer.name, scorer.mc_num, split, limit, ...
-    provenance.device_name, ..., error.type, error.message, error.log_path, optuna.*, record_path, items_path
+    latency_p50_s, latency_p95_s, throughput_items_per_s, throughput_tokens_per_s, nfe_per_sample,
+    tokens_per_forward, ...                                       # cost
+    batch_size, threads, sampler.steps, sampler.block_length, sampler.remasking, scorer.name, split, limit, ...
+    provenance.device_name, provenance.oversubscribed, ..., error.type, error.message, optuna.*, record_path,
+    items_path
+
+``latency_p50_s`` / ``latency_p95_s`` are per-request latencies at the point's ``batch_size`` (the wall time of
+the batch the request was in). Schema-1 records are mapped to the schema-2 columns: ``throughput_items_per_s``
+= 1 / ``seconds_per_sample``, ``throughput_tokens_per_s`` = ``tokens_per_second`` (null for a scorer, which
+generates none), ``threads`` = 1 (what sweeps ran with); the misnamed schema-1 columns are dropped.
+Points measured on an oversubscribed host (``provenance.oversubscribed``) are named in one warning per sweep.
 
 Failed points go to a second frame, so a crash never shows up as a zero-accuracy point. Where a sweep has a
 current plan (``plan.json``, written by ``illada-sweep``), records of points outside it (e.g. of a checkpoint
@@ -27,19 +35,21 @@ from typing import Iterable
 
 import pandas as pd
 
-from illada.records import CorruptFileError, read_json, read_summary
+from illada.records import KEY_NEUTRAL, CorruptFileError, read_json, read_summary
 from illada.store import PLAN_FILE, SweepStore
 
 #: bump when the frame's columns change, so caches written by an older loader are rebuilt
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: sweeps with at least this many records are cached as Parquet (``cache="auto"``)
 CACHE_MIN_RECORDS = 200
 CACHE_DIR = "analysis_cache"
 
 # leading columns, in this order; everything else follows alphabetically
 LEADING = ["sweep", "key", "status", "task", "model_name", "method", "decoding", "label", "accuracy", "ci_low",
-           "ci_high", "n", "metric", "seconds_per_sample", "latency_p50_s", "nfe_per_sample", "tokens_per_forward",
-           "tokens_per_second"]
+           "ci_high", "n", "metric", "batch_size", "threads", "latency_p50_s", "latency_p95_s",
+           "throughput_items_per_s", "throughput_tokens_per_s", "nfe_per_sample", "tokens_per_forward"]
+#: schema-1 cost fields and the schema-2 columns they become (see :func:`schema_columns`)
+SCHEMA1_COST = {"seconds_per_sample": "throughput_items_per_s", "tokens_per_second": "throughput_tokens_per_s"}
 
 
 #: the frames of :class:`Sweeps` and the columns each has when empty
@@ -114,11 +124,22 @@ def load_sweep(sweep_dir: str | Path, cache: bool | str = "auto", name: str | No
             _write_cache(root, sig, cached)
     for frame in (cached.points, cached.failures, cached.superseded, cached.unreadable):
         frame.insert(0, "sweep", name)
+    _warn_oversubscribed(root, cached.points)
     if len(cached.unreadable):
         shown = "; ".join(f"{r.path} ({r.reason})" for r in cached.unreadable.head(3).itertuples())
         warnings.warn(f"{root}: {len(cached.unreadable)} unreadable files left out (cut short by a crash?): "
                       f"{shown}{' ...' if len(cached.unreadable) > 3 else ''}", stacklevel=2)
     return cached
+
+
+def _warn_oversubscribed(root: Path, points: pd.DataFrame) -> None:
+    """One line per sweep naming how many points ran on a host busier than its cores (inflated latency)."""
+    if "provenance.oversubscribed" not in points or points.empty:
+        return
+    busy = points["provenance.oversubscribed"].fillna(False).astype(bool)
+    if busy.any():
+        warnings.warn(f"{root}: {int(busy.sum())} of {len(points)} points ran on an oversubscribed host (load "
+                      "average above the CPU count): their latency and throughput are inflated", stacklevel=3)
 
 
 def load_sweeps(sweep_dirs: str | Path | Iterable[str | Path], cache: bool | str = "auto") -> Sweeps:
@@ -216,7 +237,37 @@ def tidy(records: list[dict]) -> pd.DataFrame:
     if "model" in frame:
         frame["model_name"] = frame["model"].map(lambda m: Path(str(m)).name)
     frame["decoding"] = _decoding(frame)
-    return _hashable(frame)
+    return _hashable(schema_columns(frame))
+
+
+def schema_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Schema-1 rows in the schema-2 columns: throughput from ``seconds_per_sample`` / ``tokens_per_second``
+    (a scorer's 0.0 tokens/s becomes null: it generates nothing), ``threads`` 1 where not recorded (schema-1
+    sweeps ran one thread); the schema-1 columns are dropped, so no figure can show them under a wrong name."""
+    frame = frame.copy()
+    for old, new in SCHEMA1_COST.items():
+        if old not in frame:
+            continue
+        values = pd.to_numeric(frame[old], errors="coerce")
+        if old == "seconds_per_sample":
+            values = 1.0 / values.where(values > 0)
+        else:
+            values = values.where(values > 0)  # 0.0: a scorer (no generated tokens) or nothing measured
+        frame[new] = frame[new].fillna(values) if new in frame else values
+        frame = frame.drop(columns=old)
+    if len(frame):
+        frame["threads"] = frame["threads"].fillna(1) if "threads" in frame else 1
+        if frame["threads"].notna().all():
+            frame["threads"] = frame["threads"].astype(int)
+    # a setting added after schema 1 is, on an older record, at its neutral value (what the key assumes too),
+    # so old and new records of one setting group together
+    for path, neutral in KEY_NEUTRAL.items():
+        section, _, _ = path.rpartition(".")
+        if path not in frame or neutral is None or path == "threads":
+            continue
+        has = frame[[c for c in frame if c.startswith(f"{section}.")]].notna().any(axis=1) if section else True
+        frame[path] = frame[path].where(frame[path].notna() | ~has, neutral)
+    return frame
 
 
 def _decoding(frame: pd.DataFrame) -> pd.Series:

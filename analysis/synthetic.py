@@ -28,13 +28,14 @@ BASE = {("gsm8k", "illada-8b"): 0.78, ("gsm8k", "llada-8b"): 0.70, ("arithmetic"
 SCORING = {"piqa": (0.772, 0.785), "arc_challenge": (0.602, 0.608), "hellaswag": (0.743, 0.766)}
 PROVENANCE = {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "torch": "2.13.0", "cuda": "12.8",
               "illada": "0.1.0", "git_commit": None, "hostname": "synthetic", "slurm_job_id": None,
-              "slurm_array_task_id": None, "python": "3.11", "started_at": None, "finished_at": None}
+              "slurm_array_task_id": None, "python": "3.11", "started_at": None, "finished_at": None,
+              "load_avg_1m": 0.5, "cpu_count": 32, "oversubscribed": False}
 
 
 def _settings(task: str, model: str, limit: int, method: dict) -> dict:
     return {"model": model, "model_hash": None, "task": task, "split": "test", "limit": limit, "seed": 0,
             "num_fewshot": 0, "data_path": None, "chat": False, "dtype": "bfloat16", "attn_backend": "sdpa",
-            "batch_size": 16, "device": "cuda", **method}
+            "batch_size": 16, "threads": 1, "device": "cuda", **method}
 
 
 def _summary(settings: dict, outcomes: np.ndarray, cost: dict, metric: str) -> dict:
@@ -76,8 +77,9 @@ def _generation_point(task: str, model: str, sampler: dict, latent: np.ndarray, 
     seconds = (0.05 + per_forward * nfe) / 16 * rng.lognormal(0, 0.03)  # batch of 16
     outcomes = latent < acc
     cost = {"nfe_total": int(nfe * len(latent) / 16), "nfe_per_sample": float(nfe), "generated_tokens": 180 * len(latent),
-            "tokens_per_forward": GEN_LENGTH / nfe, "eval_seconds": seconds * len(latent), "seconds_per_sample": seconds,
-            "latency_p50_s": 16 * seconds, "latency_p95_s": 17 * seconds, "tokens_per_second": 180 / seconds,
+            "tokens_per_forward": GEN_LENGTH / nfe, "eval_seconds": seconds * len(latent),
+            "throughput_items_per_s": 1 / seconds, "throughput_tokens_per_s": 180 / seconds,
+            "latency_p50_s": 16 * seconds, "latency_p95_s": 17 * seconds,
             "load_seconds": 12.0, "peak_memory_bytes": int(17.5 * 2**30), "peak_memory_kind": "cuda_max_allocated"}
     settings = _settings(task, model, len(latent), {"method": "generate", "sampler": asdict(s)})
     items = pd.DataFrame({"id": [f"{task}-{i}" for i in range(len(latent))], "completion": "", "reference": "",
@@ -117,8 +119,9 @@ def write_scoring_sweep(root: str | Path, n_items: int = 300, seed: int = 0, mod
             outcomes = (latent + rng.normal(0, 0.05, n_items)) < acc
             seconds = nfe * 0.004 / 16
             cost = {"nfe_total": nfe * n_items // 16, "nfe_per_sample": float(nfe), "generated_tokens": 0,
-                    "tokens_per_forward": 0.0, "eval_seconds": seconds * n_items, "seconds_per_sample": seconds,
-                    "latency_p50_s": 16 * seconds, "latency_p95_s": 16 * seconds, "tokens_per_second": 0.0,
+                    "tokens_per_forward": 0.0, "eval_seconds": seconds * n_items,
+                    "throughput_items_per_s": 1 / seconds, "throughput_tokens_per_s": None,
+                    "latency_p50_s": 16 * seconds, "latency_p95_s": 16 * seconds,
                     "load_seconds": 12.0, "peak_memory_bytes": int(17 * 2**30), "peak_memory_kind": "cuda_max_allocated"}
             settings = _settings(task, model, n_items, {"method": "score", "scorer": scorer})
             summary = _summary(settings, outcomes, cost, "acc")

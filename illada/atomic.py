@@ -43,6 +43,20 @@ def written_file(path: str | Path) -> Path:
     return path.with_name(m["target"]) if m else path
 
 
+def unwritable_reason(directory: str | Path) -> str | None:
+    """Why this process cannot create files in ``directory`` (which need not exist yet), or None when it can.
+    Nothing is created (a dry run writes nothing): the nearest existing folder is checked (a file in the way,
+    a read-only filesystem, permissions)."""
+    directory = Path(directory)
+    existing = next(p for p in (directory, *directory.parents) if os.path.lexists(p))
+    if not existing.is_dir():
+        return f"{os.strerror(errno.ENOTDIR)} ({existing})"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
+        return f"{os.strerror(code)} ({existing})"
+    return None
+
+
 def fsync_path(path: str | Path, directory: bool = False) -> None:
     """Flush a file's (or a directory's entries') data to disk."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)

@@ -9,10 +9,16 @@ A generation task runs :func:`illada.sampling.generate`; a multiple-choice task 
 Cost definitions:
 * ``nfe_per_sample``: generation -- forward evaluations each sample took part in (a CFG forward counts 2);
   scoring -- sequence forwards (rows) per question, i.e. the sum over its candidates.
-* ``generated_tokens``: answer tokens before the first EOS/end-of-turn (no padding, no EOS); tokens/s divides
-  their total by the evaluation wall time. ``tokens_per_forward`` divides decoded canvas positions by NFE.
-* ``latency_p50/p95_s``: wall time of the batch that produced each item (what a caller waits for);
-  ``seconds_per_sample``: evaluation wall time / n (throughput view). Model load time is kept apart.
+* ``generated_tokens``: answer tokens before the first EOS/end-of-turn (no padding, no EOS).
+  ``tokens_per_forward`` divides decoded canvas positions by NFE.
+* ``latency_p50_s`` / ``latency_p95_s``: per-request latency at the point's ``batch_size`` -- an item's latency
+  is the wall time of the batch it was in (encoding, forwards, decoding, scoring: what a caller waits for), so
+  ``--batch-size 1`` measures one request alone.
+* ``throughput_items_per_s`` = n / evaluation wall time; ``throughput_tokens_per_s`` = generated tokens /
+  evaluation wall time (generation only, None for scorers). Model load time is kept apart.
+* Every figure is taken at ``threads`` torch intra-op threads (``--threads``, default 1 as in sweeps), which is
+  part of the point's key; the record notes the host's load, and ``illada-eval`` warns when the point ran on
+  more runnable processes than CPUs (its times are then inflated).
 
 A point whose model gives NaN or infinite logits fails with :class:`NonFiniteLogitsError` (checked once per
 batch) instead of recording whatever the sampler made of them; ``illada-eval`` ends every expected failure
@@ -30,7 +36,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -39,7 +44,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
-from illada.atomic import written_file
+from illada.atomic import unwritable_reason, written_file
 from illada.loading import DeviceUnavailableError, LoadedModel, describe, load, parse_dtype, resolve_model
 from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
 from illada.records import (SCHEMA_VERSION, directory_hash, items_path, now, provenance, safely, settings_key,
@@ -47,7 +52,7 @@ from illada.records import (SCHEMA_VERSION, directory_hash, items_path, now, pro
 from illada.sampling import SamplerSettings, generate
 from illada.scoring import SCORERS, ScoringSettings
 from illada.tasks import GENERATION, TASKS, MCItem, TaskData, get_task
-from illada.timing import peak_memory, synchronize
+from illada.timing import HostLoad, peak_memory, torch_threads, wall_time
 from illada.tokenizer import SpecialIds, Tokenizer, pad_left
 
 SCORER_FIELDS = {f.name for f in fields(ScoringSettings)} - {"mask_id"}
@@ -73,6 +78,7 @@ class Point:
     attn_backend: str = "sdpa"
     batch_size: int = 16
     device: str = "cpu"
+    threads: int | None = 1  # torch intra-op threads the point runs with; None: torch's default here
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,11 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         raise ValueError(f"limit={point.limit!r}: must be a positive integer or None")
     if isinstance(point.batch_size, bool) or not isinstance(point.batch_size, int) or point.batch_size < 1:
         raise ValueError(f"batch_size={point.batch_size!r}: must be a positive integer")
+    threads = point.threads
+    if threads is None:  # torch's default on this machine: recorded as the number it is, so the key says it
+        threads = torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads={point.threads!r}: must be a positive integer (torch threads) or None")
     parse_dtype(point.dtype)
     try:
         torch.device(point.device)
@@ -112,7 +123,8 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         "model": model, "model_hash": _model_hash(model, point.model) if Path(model).is_dir() else None,
         "task": task.name, "split": point.split or task.default_split, "limit": point.limit, "seed": point.seed,
         "num_fewshot": point.num_fewshot, "data_path": point.data_path, "chat": point.chat, "dtype": point.dtype,
-        "attn_backend": point.attn_backend, "batch_size": point.batch_size, "device": point.device,
+        "attn_backend": point.attn_backend, "batch_size": point.batch_size, "threads": threads,
+        "device": point.device,
     }
     if task.kind == GENERATION:
         _reject_unknown("sampler", point.sampler, SAMPLER_FIELDS)
@@ -170,10 +182,18 @@ def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, lo
              progress: bool = True) -> dict[str, Any]:
     """Run one point and return its summary; with ``out_dir``, also write the record there atomically.
 
-    Pass ``loaded`` to reuse a model across points (a sweep job loads its model once).
+    Pass ``loaded`` to reuse a model across points (a sweep job loads its model once). The point runs with
+    its ``settings["threads"]`` torch threads (restored afterwards).
     """
-    started = now()
     resolved = point if isinstance(point, ResolvedPoint) else resolve(point)
+    # .get: a point resolved before settings had threads (a pickled job of an older sweep) runs as it did
+    with torch_threads(resolved.settings.get("threads")):
+        return _evaluate(resolved, out_dir, loaded, progress)
+
+
+def _evaluate(resolved: ResolvedPoint, out_dir: str | Path | None, loaded: LoadedModel | None,
+              progress: bool) -> dict[str, Any]:
+    started, host = now(), HostLoad()
     p = resolved.point
     device = torch.device(p.device)
     load_seconds = 0.0
@@ -186,12 +206,9 @@ def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, lo
         raise ValueError(f"model={p.model!r} has no tokenizer.json: tasks need text (presets are for latency only)")
     data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
     run = _run_generation if resolved.kind == GENERATION else _run_scoring
-    synchronize(device)
-    with peak_memory(device) as peak:
-        start = time.perf_counter()
+    with peak_memory(device) as peak, wall_time(device) as wall:
         rows, cost = run(resolved, loaded, data, progress)
-        synchronize(device)
-        eval_seconds = time.perf_counter() - start
+    eval_seconds = wall.seconds
     metric = "exact_match" if resolved.kind == GENERATION else "acc"
     est = accuracy(r[metric] for r in rows)
     quality = {"metric": metric, "value": est.value, "ci_low": est.lower, "ci_high": est.upper, "n": est.n,
@@ -201,17 +218,18 @@ def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, lo
             e = accuracy(r[extra] for r in rows)
             quality[extra] = {"value": e.value, "ci_low": e.lower, "ci_high": e.upper}
     latencies = [r["latency_s"] for r in rows]
-    n = len(rows)
     cost.update({
-        "eval_seconds": eval_seconds, "seconds_per_sample": eval_seconds / n,
+        "eval_seconds": eval_seconds,
         "latency_p50_s": statistics.median(latencies), "latency_p95_s": _quantile(latencies, 0.95),
-        "tokens_per_second": cost["generated_tokens"] / eval_seconds if eval_seconds > 0 else 0.0,
+        "throughput_items_per_s": len(rows) / eval_seconds,
+        "throughput_tokens_per_s": cost["generated_tokens"] / eval_seconds if resolved.kind == GENERATION else None,
         "load_seconds": load_seconds, "peak_memory_bytes": peak.value,
         "peak_memory_kind": "cuda_max_allocated" if device.type == "cuda" else "process_rss",
     })
     summary = {"schema": SCHEMA_VERSION, "key": resolved.key, "status": "ok", "settings": resolved.settings,
                "quality": quality, "cost": cost,
-               "provenance": {**provenance(device), "started_at": started, "finished_at": now()}, "error": None}
+               "provenance": {**provenance(device), "started_at": started, "finished_at": now(), **host.finish()},
+               "error": None}
     if out_dir is not None:
         write_record(out_dir, summary, outcomes_frame(rows).reset_index())
     return summary
@@ -277,19 +295,22 @@ def _run_generation(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData
     nfe_total = generated = decoded = row_nfe = 0
     n_batches = -(-len(data) // p.batch_size)
     for batch in _progress(_batches(data.items, p.batch_size), n_batches, show, f"{p.task} generate"):
-        prompts = [_encode_prompt(tok, item.prompt, p.chat) for item in batch]
-        input_ids, mask = pad_left(prompts, pad)
-        with model.checking(resolved, batch):
-            res = generate(model, input_ids.to(device), resolved.sampler, mask.to(device))
+        with wall_time(device) as wall:  # a request's latency: from its text in to its answer scored
+            prompts = [_encode_prompt(tok, item.prompt, p.chat) for item in batch]
+            input_ids, mask = pad_left(prompts, pad)
+            with model.checking(resolved, batch):
+                res = generate(model, input_ids.to(device), resolved.sampler, mask.to(device))
+            batch_rows = []
+            for i, item in enumerate(batch):
+                completion = tok.decode(res.generated[i].tolist(), skip_special_tokens=True)
+                row = gen_outcome(item.id, completion, item.reference, item.score(completion))
+                row.update(nfe=int(res.row_nfe[i]), answer_tokens=int(res.answer_lengths[i]))
+                batch_rows.append(row)
         nfe_total += res.nfe
         generated += int(res.answer_lengths.sum())
         decoded += int(res.generated_tokens.sum())
         row_nfe += int(res.row_nfe.sum())
-        for i, item in enumerate(batch):
-            completion = tok.decode(res.generated[i].tolist(), skip_special_tokens=True)
-            row = gen_outcome(item.id, completion, item.reference, item.score(completion))
-            row.update(nfe=int(res.row_nfe[i]), answer_tokens=int(res.answer_lengths[i]), latency_s=res.wall_time_s)
-            rows.append(row)
+        rows.extend({**row, "latency_s": wall.seconds} for row in batch_rows)
     cost = {"nfe_total": nfe_total, "nfe_per_sample": row_nfe / len(rows), "generated_tokens": generated,
             "tokens_per_forward": decoded / max(row_nfe, 1)}
     return rows, cost
@@ -382,22 +403,18 @@ def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, s
     rows: list[dict] = []
     n_batches = -(-len(data) // p.batch_size)
     for batch in _progress(_batches(data.items, p.batch_size), n_batches, show, f"{p.task} {resolved.scorer_name}"):
-        pairs = [[encode_pair(tok, ctx, cont) for ctx, cont in item.pairs()] for item in batch]
-        flat = [pair for item_pairs in pairs for pair in item_pairs]
-        synchronize(p.device)
-        start = time.perf_counter()
-        with counter.checking(resolved, batch):
-            totals = scorer(counter, flat, resolved.scorer).tolist()
-        synchronize(p.device)
-        seconds = time.perf_counter() - start
-        i = 0
-        for item, item_pairs in zip(batch, pairs):
-            scores = totals[i:i + len(item_pairs)]
-            i += len(item_pairs)
-            row = mc_outcome(item.id, scores, item.gold, n_chars=item.choice_chars,
-                             n_tokens=[len(cont) for _, cont in item_pairs])
-            row["latency_s"] = seconds
-            rows.append(row)
+        with wall_time(p.device) as wall:  # as for generation: the request's text in, its choice out
+            pairs = [[encode_pair(tok, ctx, cont) for ctx, cont in item.pairs()] for item in batch]
+            flat = [pair for item_pairs in pairs for pair in item_pairs]
+            with counter.checking(resolved, batch):
+                totals = scorer(counter, flat, resolved.scorer).tolist()
+            batch_rows, i = [], 0
+            for item, item_pairs in zip(batch, pairs):
+                scores = totals[i:i + len(item_pairs)]
+                i += len(item_pairs)
+                batch_rows.append(mc_outcome(item.id, scores, item.gold, n_chars=item.choice_chars,
+                                             n_tokens=[len(cont) for _, cont in item_pairs]))
+        rows.extend({**row, "latency_s": wall.seconds} for row in batch_rows)
     cost = {"nfe_total": counter.calls, "nfe_per_sample": counter.rows / len(rows), "generated_tokens": 0,
             "tokens_per_forward": 0.0, "forward_rows": counter.rows}
     return rows, cost
@@ -438,33 +455,32 @@ def _parse_assignments(pairs: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
-def unwritable_reason(directory: str | Path) -> str | None:
-    """Why this process cannot create files in ``directory`` (which need not exist yet), or None when it can.
-    Nothing is created: the nearest existing folder is checked (read-only filesystem, permissions, a file)."""
-    directory = Path(directory)
-    existing = next(p for p in (directory, *directory.parents) if os.path.lexists(p))
-    if not existing.is_dir():
-        return f"{os.strerror(errno.ENOTDIR)} ({existing})"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
-        return f"{os.strerror(code)} ({existing})"
-    return None
-
-
 DEFAULT_OUT = Path("runs/eval")
 
 
 def _summary_line(summary: dict[str, Any], kind: str) -> dict[str, Any]:
     """What the command prints of a record: quality, and the cost figures that mean something for its kind
-    (a scorer generates no tokens, so it has no tokens/s)."""
-    q, c = summary["quality"], summary["cost"]
+    (a scorer generates no tokens, so it has no tokens/s), with the conditions they were taken at."""
+    q, c, s = summary["quality"], summary["cost"], summary["settings"]
     line = {"key": summary["key"], q["metric"]: round(q["value"], 4),
             "ci95": [round(q["ci_low"], 4), round(q["ci_high"], 4)], "n": q["n"],
-            "nfe_per_sample": round(c["nfe_per_sample"], 2)}
+            "nfe_per_sample": round(c["nfe_per_sample"], 2), "latency_p50_s": round(c["latency_p50_s"], 4),
+            "latency_p95_s": round(c["latency_p95_s"], 4),
+            "throughput_items_per_s": round(c["throughput_items_per_s"], 2)}
     if kind == GENERATION:
-        line["tokens_per_second"] = round(c["tokens_per_second"], 1)
-    line.update({"seconds_per_sample": round(c["seconds_per_sample"], 4), "load_seconds": round(c["load_seconds"], 3)})
+        line["throughput_tokens_per_s"] = round(c["throughput_tokens_per_s"], 1)
+    line.update({"batch_size": s["batch_size"], "threads": s["threads"], "load_seconds": round(c["load_seconds"], 3)})
     return line
+
+
+def oversubscription_warning(summary: dict[str, Any]) -> str | None:
+    """One line when the point ran on a host with more runnable processes than CPUs, else None."""
+    prov = summary.get("provenance") or {}
+    if not prov.get("oversubscribed"):
+        return None
+    return (f"warning: the host was oversubscribed while this point ran (load average {prov['load_avg_1m']} > "
+            f"{prov['cpu_count']} CPUs): its latency and throughput are inflated; measure again on a quiet "
+            "machine to compare them")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -487,7 +503,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default: float32)")
     parser.add_argument("--attn-backend", default="sdpa", help="eager, sdpa or flash_attn (default: sdpa)")
-    parser.add_argument("--batch-size", type=int, default=16, help="items per forward batch (default: 16)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="items per forward batch; latency is per request at this batch size (default: 16; "
+                             "1 measures a lone request)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads the point runs with; part of the point's key (default: 1, as "
+                             "in sweeps, so the same key means the same conditions)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -497,7 +518,8 @@ def main(argv: list[str] | None = None) -> None:
                   num_fewshot=args.num_fewshot, data_path=args.data_path,
                   sampler=_parse_assignments(args.sampler, "--sampler"),
                   scorer=_parse_assignments(args.scorer, "--scorer"), chat=args.chat, dtype=args.dtype,
-                  attn_backend=args.attn_backend, batch_size=args.batch_size, device=args.device)
+                  attn_backend=args.attn_backend, batch_size=args.batch_size, device=args.device,
+                  threads=args.threads)
     try:
         _run(point, args.out)
     except KeyboardInterrupt:  # Ctrl-C: nothing half-written to explain, no traceback to read
@@ -526,6 +548,9 @@ def _run(point: Point, out: Path) -> None:
             where = f" (no failure record: {_one_line(w)})"
         raise SystemExit(f"error: {_one_line(e)}{where}") from None
     print(json.dumps(_summary_line(summary, resolved.kind)))
+    warning = oversubscription_warning(summary)
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"record: {summary_path(out, summary['key'])} (+ per-item table {items_path(out, summary['key']).name})",
           file=sys.stderr)
 

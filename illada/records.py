@@ -4,18 +4,39 @@ A record is keyed by a content hash of its resolved settings, so the same point 
 file and a finished point is recognised by its summary's presence. The per-item table is written first and
 the summary last, each atomically, so a summary never points at a missing or partial table.
 
-Summary schema (``SCHEMA_VERSION``)::
+Summary schema (``SCHEMA_VERSION`` 2; schema-1 records stay readable, see below)::
 
-    {"schema": 1, "key": <settings hash>, "status": "ok" | "failed",
-     "settings": {model, model_hash, task, split, limit, seed, method, sampler | scorer, dtype,
-                  attn_backend, batch_size, device},
+    {"schema": 2, "key": <settings hash>, "status": "ok" | "failed",
+     "settings": {model, model_hash, task, split, limit, seed, num_fewshot, data_path, chat, method,
+                  sampler | scorer, dtype, attn_backend, batch_size, threads, device},
      "quality":  {"metric", "value", "ci_low", "ci_high", "n", ...},
-     "cost":     {"nfe_total", "nfe_per_sample", "tokens_per_forward", "generated_tokens", "tokens_per_second",
-                  "eval_seconds", "per_sample_seconds_p50", "per_sample_seconds_p95", "load_seconds",
-                  "peak_memory_bytes", "peak_memory_kind"},
-     "provenance": {device_name, torch, cuda, illada, git_commit, hostname, slurm_job_id, started_at,
-                    finished_at},
-     "error": null | {"type", "message", "log_path"}}
+     "cost":     {"nfe_total", "nfe_per_sample", "tokens_per_forward", "generated_tokens", "eval_seconds",
+                  "latency_p50_s", "latency_p95_s", "throughput_items_per_s", "throughput_tokens_per_s",
+                  "load_seconds", "peak_memory_bytes", "peak_memory_kind"},
+     "provenance": {device, device_name, torch, cuda, illada, git_commit, hostname, slurm_job_id, python,
+                    started_at, finished_at, load_avg_1m, cpu_count, oversubscribed},
+     "error": null | {"type", "message", "log_path", "traceback"}}
+
+Cost, all at the point's own conditions (``settings.batch_size``, ``settings.threads``, device, dtype):
+
+* ``latency_p50_s`` / ``latency_p95_s``: per-request latency -- each item's latency is the wall time of the
+  batch it was in (encoding, forwards, decoding, scoring), so at ``batch_size`` 1 it is one request's latency
+  and at 16 what a request waits for when served 16 at a time.
+* ``throughput_items_per_s`` = n / ``eval_seconds``; ``throughput_tokens_per_s`` = generated answer tokens /
+  ``eval_seconds`` (generation only; None for a scorer, which generates none). Model load time is kept apart.
+
+Provenance records the host's load while the point ran: ``load_avg_1m`` (the larger of the 1-minute load
+average at start and end), ``cpu_count`` (CPUs this process may use) and ``oversubscribed`` (load > CPUs:
+the point shared its cores, its times are inflated).
+
+Schema 1 (before issue 15) had no ``settings.threads`` (points ran at 1 thread in sweeps, torch's default in
+``illada-eval``), no load figures, and ``cost.seconds_per_sample`` (eval_seconds / n, an inverse throughput)
+and ``cost.tokens_per_second`` (0.0 for scorers) instead of the two throughputs.
+
+A point's key is :func:`settings_key` of its settings. A field added after schema 1 is left out of the hash
+while it has its neutral value (:data:`KEY_NEUTRAL`), so a schema-1 record keeps its key and only points that
+use a new field get new keys; every other condition (threads other than 1, device, dtype, batch size,
+attention backend) is part of the key.
 """
 
 from __future__ import annotations
@@ -36,13 +57,54 @@ from illada.atomic import atomic_target, atomic_write_text
 if TYPE_CHECKING:  # torch is imported where it is used: reading records (illada-status, analysis) needs none
     import torch
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: settings added after schema 1 and their neutral value (dotted paths for nested settings): left out of a
+#: point's key while they have it, so that a point that does not use them keeps the key it had before. A new
+#: setting goes here with the value that means "as before" (its default).
+KEY_NEUTRAL: dict[str, Any] = {
+    "threads": 1,  # issue 15: sweeps ran at 1 thread
+    # issue 16: decoding strategies (SamplerSettings); "llada" is the one decoder schema 1 had
+    "sampler.decoder": "llada", "sampler.debias": False,
+    **{f"sampler.{name}": None for name in (
+        "gamma", "low_threshold", "kl_threshold", "kl_history_length", "credit_alpha", "boost_gamma", "decay_beta",
+        "wide_in_threshold", "narrow_out_threshold", "k_exploration_steps", "cycle_len_confidence_threshold",
+        "cycle_length_stability_window", "cycle_length_stability_std_dev_threshold", "high_confidence_threshold",
+        "max_sub_cycles_per_block", "sigma", "clip_alpha", "pc_lambda", "token_frequencies")},
+}
 
 
 def settings_key(settings: dict[str, Any]) -> str:
-    """Content hash of resolved settings (canonical JSON, sorted keys): the identity of a sweep point."""
-    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    """Content hash of resolved settings (canonical JSON, sorted keys): the identity of a sweep point.
+    Fields of :data:`KEY_NEUTRAL` at their neutral value are left out."""
+    canonical = json.dumps(_without_neutral(settings), sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _without_neutral(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less the :data:`KEY_NEUTRAL` fields that have their neutral value (the input is left
+    intact: only the dictionaries on a removed field's path are copied)."""
+    for path, neutral in KEY_NEUTRAL.items():
+        settings = _drop_neutral(settings, path.split("."), neutral)
+    return settings
+
+
+def _drop_neutral(settings: dict[str, Any], path: list[str], neutral: Any) -> dict[str, Any]:
+    head, *rest = path
+    if head not in settings:
+        return settings
+    if not rest:
+        return {k: v for k, v in settings.items() if k != head} if _same(settings[head], neutral) else settings
+    child = settings[head]
+    if not isinstance(child, dict):
+        return settings
+    new = _drop_neutral(child, rest, neutral)
+    return settings if new is child else {**settings, head: new}
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    # True == 1 in Python, but a bool is not a thread count: compare types too
+    return type(value) is type(neutral) and value == neutral
 
 
 def summary_path(directory: str | Path, key: str) -> Path:

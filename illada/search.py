@@ -57,14 +57,14 @@ from illada.store import SweepStore
 #: objectives a record provides: name -> (path in the record, default direction)
 METRICS: dict[str, tuple[str, str]] = {
     "accuracy": ("quality.value", "maximize"),
-    "seconds_per_sample": ("cost.seconds_per_sample", "minimize"),
-    "nfe_per_sample": ("cost.nfe_per_sample", "minimize"),
-    "tokens_per_second": ("cost.tokens_per_second", "maximize"),
-    "latency_p50_s": ("cost.latency_p50_s", "minimize"),
+    "latency_p50_s": ("cost.latency_p50_s", "minimize"),  # per request, at the point's batch_size
     "latency_p95_s": ("cost.latency_p95_s", "minimize"),
+    "throughput_items_per_s": ("cost.throughput_items_per_s", "maximize"),
+    "throughput_tokens_per_s": ("cost.throughput_tokens_per_s", "maximize"),  # generation only
+    "nfe_per_sample": ("cost.nfe_per_sample", "minimize"),
     "peak_memory_bytes": ("cost.peak_memory_bytes", "minimize"),
 }
-DEFAULT_OBJECTIVES = ("accuracy", "seconds_per_sample")
+DEFAULT_OBJECTIVES = ("accuracy", "latency_p50_s")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 KIND_TYPES = ("int", "float", "categorical")
 #: proposals asked of the sampler for one trial before an unevaluated grid point is taken instead (TPE asked
@@ -265,7 +265,7 @@ class Constraint:
 
 
 def parse_constraints(spec: Mapping[str, Mapping[str, Any]] | None) -> list[Constraint]:
-    """``{metric: {min: x, max: y, path?: ...}}`` e.g. ``{seconds_per_sample: {max: 0.05}, accuracy: {min: 0.3}}``."""
+    """``{metric: {min: x, max: y, path?: ...}}`` e.g. ``{latency_p50_s: {max: 0.05}, accuracy: {min: 0.3}}``."""
     out = []
     for name, bounds in (spec or {}).items():
         bounds = dict(bounds)
@@ -526,6 +526,8 @@ class ParetoSearch:
             raise SearchError("search.n_trials=None: give a budget, n_trials and/or n_evaluations")
         if self.point_of is None and self.base is None:
             raise SearchError("search.base: give the base Point (or a point_of function)")
+        if self.threads is not None and self.base is not None:  # a point runs at its own threads (in its key)
+            self.base = replace(self.base, threads=self.threads)
         make_sampler(self.sampler, self.seed, self.n_startup_trials, self.sampler_options)  # named errors now
         self.store = SweepStore(self.sweep_dir)
         self.store.root.mkdir(parents=True, exist_ok=True)

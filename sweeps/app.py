@@ -14,7 +14,8 @@ A multirun is done by ``hydra/sweeper``: ``illada_grid`` (default, :mod:`sweeps.
 Jobs run where ``hydra/launcher`` says (``basic`` = this process, ``submitit_local``, ``submitit_slurm``, site
 profiles under ``hydra/launcher/``). ``--rerun-failed``, ``--dry-run``, ``--no-wait``, ``--no-plot`` and
 ``--verbose`` are shorthands for the ``hydra.sweeper.*`` overrides in :data:`FLAGS`. Ctrl-C stops with one line
-(what the store holds) and exit status 130; the same command resumes.
+(what the store holds) and exit status 130; the same command resumes (a sweep without a name, which gets a
+timestamped directory of its own, prints the command with its ``sweep_dir=``).
 """
 
 from __future__ import annotations
@@ -75,8 +76,12 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
         if one_point:
             raise SystemExit(f"error: {' '.join(failed.split())} (its failure record is in {store.records_dir})")
         raise RuntimeError(failed)
+    from sweeps.plot import throughput_items_per_s
+
+    cost = rec["cost"]
     out = {"key": resolved.key, "status": rec["status"], "accuracy": rec["quality"]["value"],
-           "seconds_per_sample": rec["cost"]["seconds_per_sample"], "nfe_per_sample": rec["cost"]["nfe_per_sample"]}
+           "latency_p50_s": cost.get("latency_p50_s"), "throughput_items_per_s": throughput_items_per_s(cost),
+           "nfe_per_sample": cost["nfe_per_sample"]}
     print(out)
     return out
 

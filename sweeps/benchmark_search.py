@@ -10,7 +10,7 @@ into the committed ``illada/benchmarks/results/search.md`` instead.
 * **hypervolume**: every point of the space is evaluated once (the ground truth, in ``--out``/grid; a rerun
   reuses it). Each search then runs with that store as its results store, so a trial's objectives are the
   grid's measured record for its point (a cache hit, as in a real search that meets a computed point): the
-  searches differ only in which points they ask for. Hypervolume (accuracy up, seconds per sample down;
+  searches differ only in which points they ask for. Hypervolume (accuracy up, latency p50 down;
   reference: accuracy 0 and 1.1 x the grid's slowest point) of the front found within k evaluations, as a
   fraction of the grid's, over seeds. An evaluation is a distinct point, i.e. a job a real search would have
   run (invalid trials and repeats of a computed point cost none, so the budget is counted in evaluations).
@@ -49,7 +49,7 @@ from illada.search import ParetoSearch, grid, parse_space
 from illada.store import SweepStore
 from sweeps.expand import CONF_DIR, register_ablations
 from sweeps.expand import to_point as config_to_point
-from sweeps.plot import records_frame
+from sweeps.plot import LATENCY, records_frame
 
 REPORT = "search.md"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -70,7 +70,7 @@ def ground_truth(root: Path, base, space: dict) -> pd.DataFrame:
     start = time.perf_counter()
     ParetoSearch(root, space, base, n_trials=len(points), sampler="random", enqueue=points, study_name="grid",
                  storage=str(root / "grid.journal"), threads=1, log=None).run()
-    frame = records_frame(SweepStore(root)).rename(columns={"latency_s": "seconds_per_sample"})
+    frame = records_frame(SweepStore(root))
     print(f"grid: {len(points)} combinations, {len(frame)} valid points evaluated "
           f"({time.perf_counter() - start:.0f} s incl. reused records)")
     return frame
@@ -80,7 +80,8 @@ def search_curve(root: Path, base, space: dict, sampler: str, seed: int, budget:
     """(trials, distinct evaluations, hypervolume) after each trial of one search over the grid's records."""
     study_dir = Path(tempfile.mkdtemp(prefix="illada_search_bench_"))
     res = ParetoSearch(root, space, base, n_trials=budget, sampler=sampler, seed=seed, sampler_options=options,
-                       study_name=f"{sampler}-{seed}", storage=str(study_dir / "study.journal"), log=None).run()
+                       study_name=f"{sampler}-{seed}", storage=str(study_dir / "study.journal"), log=None,
+                       objectives=["accuracy", LATENCY]).run()
     trials = res.study.trials
     shutil.rmtree(study_dir, ignore_errors=True)
     rows, seen, done = [], set(), []
@@ -88,8 +89,8 @@ def search_curve(root: Path, base, space: dict, sampler: str, seed: int, budget:
         if "key" in t.user_attrs:
             seen.add(t.user_attrs["key"])
         if t.state == optuna.trial.TrialState.COMPLETE:
-            done.append({"accuracy": t.values[0], "seconds_per_sample": t.values[1]})
-        hv = hypervolume(pd.DataFrame(done), ref=ref) if done else 0.0
+            done.append({"accuracy": t.values[0], LATENCY: t.values[1]})
+        hv = hypervolume(pd.DataFrame(done), x=LATENCY, ref=ref) if done else 0.0
         rows.append((t.number + 1, len(seen), hv))
     return rows
 
@@ -98,8 +99,8 @@ def hypervolume_benchmark(root: Path, seeds: int, budget: int, samplers: list[st
     base, sweeper = frontier_search()
     space = sweeper["space"]
     truth = ground_truth(root / "grid", base, space)
-    ref = (1.1 * truth["seconds_per_sample"].max(), 0.0)
-    hv_grid = hypervolume(truth, ref=ref)
+    ref = (1.1 * truth[LATENCY].max(), 0.0)
+    hv_grid = hypervolume(truth, x=LATENCY, ref=ref)
     n = len(truth)
     budgets = sorted({max(1, round(budget * f)) for f in (0.25, 0.5, 0.75, 1.0)})
     rows, reach = [], []
@@ -165,7 +166,7 @@ def utilisation_benchmark(root: Path, workers: list[int], jobs_per_worker: int) 
     space = sweeper["space"]
     grid_store = SweepStore(root / "grid")
     truth = ground_truth(grid_store.root, base, space)
-    lat = truth.set_index("key")["seconds_per_sample"]
+    lat = truth.set_index("key")[LATENCY]
     seconds = 0.3 + 2.7 * (lat - lat.min()) / (lat.max() - lat.min())  # 0.3 .. 3 s: a 10x range
     # the sampler's seed as one more (free) dimension makes each trial its own point, so every trial is a job;
     # its duration and record are those of the same setting on the grid (there without a seed)

@@ -8,7 +8,6 @@ product of the sweep overrides (Hydra's grammar, as ``-m`` takes them) and of an
 from __future__ import annotations
 
 import errno
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from illada.atomic import unwritable_reason
 from illada.evaluate import Point, ResolvedPoint, os_error_text
 from illada.tasks import GENERATION, get_task
 
@@ -78,7 +78,7 @@ def to_point(cfg: DictConfig) -> Point:
                  sampler=container(cfg.sampler) if generation else {},
                  scorer={} if generation else container(cfg.scorer), chat=cfg.model.chat,
                  dtype=cfg.model.dtype, attn_backend=cfg.model.attn_backend, batch_size=cfg.batch_size,
-                 device=cfg.model.device)
+                 device=cfg.model.device, threads=cfg.get("threads", 1))  # threads is part of the key
 
 
 _FIELD = re.compile(r"^(?:(SamplerSettings|ScoringSettings)\.)?([A-Za-z_][\w.]*)\s*(?:=|\s)")
@@ -108,17 +108,10 @@ def culprit(message: str, overrides: Sequence[str]) -> str:
 def check_writable(sweep_dir: str | Path) -> None:
     """Raise :class:`SweepError` naming ``sweep_dir`` and the reason unless this process can create the sweep's
     files there; nothing is created (a dry run writes nothing)."""
-    sweep_dir = Path(sweep_dir)
-    existing = next(p for p in (sweep_dir, *sweep_dir.parents) if os.path.lexists(p))
-    if not existing.is_dir():
-        reason = f"{os.strerror(errno.ENOTDIR)} ({existing})"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        code = errno.EROFS if os.statvfs(existing).f_flag & os.ST_RDONLY else errno.EACCES
-        reason = f"{os.strerror(code)} ({existing})"
-    else:
-        return
-    raise SweepError(f"sweep_dir={sweep_dir}: cannot write the sweep's files there: {reason}; "
-                     "choose another sweep_dir=... (or ILLADA_SWEEP_ROOT)")
+    reason = unwritable_reason(sweep_dir)
+    if reason is not None:
+        raise SweepError(f"sweep_dir={sweep_dir}: cannot write the sweep's files there: {reason}; "
+                         "choose another sweep_dir=... (or ILLADA_SWEEP_ROOT)")
 
 
 def os_error_line(error: OSError, sweep_dir: str | Path | None) -> str:

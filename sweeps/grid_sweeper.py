@@ -14,6 +14,12 @@ The points are the cartesian product of the sweep overrides (Hydra's grammar: ``
 * jobs run where ``hydra/launcher`` says: in this process (``basic``), or as submitit jobs with the launcher's
   queue settings (``submitit_local``, ``submitit_slurm``, site profiles), in arrays below Slurm's MaxArraySize,
   collected as they finish (no batch barrier); a job that dies leaves failure records with its state and log;
+* ``submitit_local`` runs at most ``max_in_flight`` jobs at a time (default: usable cores // threads per job,
+  since jobs sharing cores inflate each other's latencies): the points are grouped into at most that many jobs
+  (more only when more models than that are swept: those jobs then run in waves);
+* an unnamed sweep (no ablation, no ``name=``, no ``sweep_dir=``) gets its own timestamped directory;
+* the sweep ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
+  wrote (``pareto.png`` too) and its wall time;
 * the results store (``sweep_dir``) keeps one record per point: the same command runs only what has none;
 * ``--dry-run`` prints totals by state, the first points (``--verbose``: all) and, on Slurm, whether the cluster
   would accept the job (``sbatch --test-only``); a queue setting Slurm refuses stops a real run the same way.
@@ -49,6 +55,8 @@ class GridSweeperConf:
     poll_s: float = 5.0  # how often submitted jobs are checked
     lost_after_s: float = 60.0  # fallback: a Slurm job gone from squeue that sacct still does not know is lost
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
+    # submitit_local: jobs running at once (null: usable cores // threads per job); Slurm: array_parallelism
+    max_in_flight: Optional[int] = None
 
 
 class GridSweeper(IlladaSweeper):
@@ -149,7 +157,7 @@ class GridSweeper(IlladaSweeper):
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:
         """Run the sweep the overrides describe and return its :class:`~illada.store.SweepStore`."""
-        from illada.launch import collect, slurm_max_array_size, submit
+        from illada.launch import chunks, collect, slurm_max_array_size, submit
         from illada.runner import PointGroup, group_points, run_inprocess
         from illada.store import SweepStore
 
@@ -158,6 +166,8 @@ class GridSweeper(IlladaSweeper):
         c, cfg = self.conf, plan.base
         store = SweepStore(self.root)
         _report_plan(plan, time.perf_counter() - start, c["verbose"])
+        if not c["dry_run"]:  # a dry run of an unnamed sweep has no directory to name: it writes nothing
+            self.announce_dir()
         keys = [p.resolved.key for p in plan.points]
         if c["dry_run"]:
             self.dry_run(plan, store)
@@ -173,34 +183,58 @@ class GridSweeper(IlladaSweeper):
         todo = set(triage.todo)
         points = [p.resolved for p in plan.points if p.resolved.key in todo]
         threads = cfg.get("threads")
-        groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, c["points_per_job"])]
+        per_job = c["points_per_job"]
+        in_flight = self.local_jobs(threads) if points and self.cluster == "local" else None
+        if in_flight is not None:
+            per_job = points_per_job_for(points, per_job, in_flight)
+        groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, per_job)]
+        more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
+                if per_job > c["points_per_job"] else "")
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
-              f"({self.cluster}) into {store.root}")
+              f"({self.cluster}) into {store.root}{more}")
         if groups and self.in_process:
             self.counts = run_inprocess(groups)
         elif groups:
             executor = self.executor()
             max_array = c["max_array_size"] or (slurm_max_array_size() if self.cluster == "slurm" else len(groups))
-            submitted = submit(executor, groups, max_array)
-            ids = sorted({s.job.job_id.split("_")[0] for s in submitted})
-            print(f"submitted {len(submitted)} jobs in {len(ids)} arrays: {' '.join(ids)} "
-                  f"(logs in {executor.folder})")
-            if not c["wait"]:
-                print(f"not waiting: follow with `illada-status {store.root}`, resume with the same command")
-                return store
-            self.counts = collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"])
+            # local jobs beyond the cap (more models than it) wait for the wave before them
+            waves = [groups] if in_flight is None else list(chunks(groups, in_flight))
+            self.counts = collections.Counter()
+            for i, wave in enumerate(waves):
+                submitted = submit(executor, wave, max_array)
+                ids = sorted({s.job.job_id.split("_")[0] for s in submitted})
+                wave_of = f" (wave {i + 1} of {len(waves)})" if len(waves) > 1 else ""
+                print(f"submitted {len(submitted)} jobs in {len(ids)} arrays{wave_of}: {' '.join(ids)} "
+                      f"(logs in {executor.folder})")
+                if not c["wait"]:
+                    rest = f" (only the first of {len(waves)} waves of local jobs)" if len(waves) > 1 else ""
+                    print(f"not waiting{rest}: follow with `illada-status {store.root}`, resume (and run the rest) "
+                          f"with {self.resume_command() or 'the same command'}")
+                    return store
+                self.counts.update(collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"]))
             if self.counts["jobs_failed"]:
                 print(f"{self.counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
-        status = store.status()
+        status = store.status()  # the current plan's points only (plan.json): other records are superseded
         print(status.line())
         if status.failed:
             print(f"failed points: `illada-status {store.root} --failed`; rerun them with --rerun-failed")
-        if c["plot"]:
-            path = self.plot(store.root)
-            if path:
-                print(f"Pareto plot: {path}")
-        print(f"sweep wall time: {time.perf_counter() - start:.1f} s")
+        self.report_end(start)
         return store
+
+
+def points_per_job_for(points, points_per_job: int, jobs: int) -> int:
+    """The smallest ``points_per_job`` (not below the one given) that groups ``points`` into at most ``jobs``
+    jobs (:func:`illada.runner.group_points` makes ceil(n / points_per_job) jobs per model), or into one job
+    per model where more models than that are swept."""
+    import bisect
+
+    from illada.runner import model_key
+
+    sizes = collections.Counter(model_key(p) for p in points).values()
+    target = max(jobs, len(sizes))
+    n_jobs = lambda per_job: sum(-(-n // per_job) for n in sizes)  # noqa: E731 -- non-increasing in per_job
+    candidates = range(points_per_job, max(points_per_job, *sizes) + 1)
+    return candidates[bisect.bisect_left(candidates, True, key=lambda k: n_jobs(k) <= target)]
 
 
 SHOWN = 20  # points (and invalid points) listed unless hydra.sweeper.verbose=true

@@ -13,6 +13,11 @@ The search loop is :class:`illada.search.ParetoSearch`; Hydra gives it two thing
 * a trial runs as one job of the configured Hydra launcher: with the submitit launchers (local or Slurm) the
   launcher's own job callable is submitted alone, so up to ``max_in_flight`` jobs run and each is told as
   soon as it ends (no batch barrier); any other launcher runs one trial at a time through its ``launch``.
+  ``submitit_local`` jobs are capped by default at usable cores // threads per job (jobs that share cores
+  inflate the latency objective); ``hydra.sweeper.max_in_flight=N`` sets it.
+
+The search ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
+wrote, and its wall time.
 
 Why not the Hydra Optuna sweeper: ``../shared/reference/sweeps.md`` (optuna<3, batch barrier, no constraints,
 no journal storage, trials left RUNNING by one killed job).
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -33,6 +39,7 @@ from sweeps.expand import SweepError
 from sweeps.sweeper import IlladaSweeper
 
 log = logging.getLogger(__name__)
+DEFAULT_IN_FLIGHT = 4  # trials in flight on Slurm (and other launchers) unless hydra.sweeper.max_in_flight says
 
 
 @dataclass
@@ -40,7 +47,7 @@ class ParetoSweeperConf:
     """``hydra.sweeper`` when ``hydra/sweeper=illada_pareto`` (see :class:`illada.search.ParetoSearch`)."""
 
     _target_: str = "hydra_plugins.illada_sweepers.ParetoSweeper"
-    objectives: List[Any] = field(default_factory=lambda: ["accuracy", "seconds_per_sample"])
+    objectives: List[Any] = field(default_factory=lambda: ["accuracy", "latency_p50_s"])
     space: Dict[str, Any] = field(default_factory=dict)
     constraints: Dict[str, Any] = field(default_factory=dict)
     sampler: str = "tpe"  # tpe | nsga2 | gp | random
@@ -48,7 +55,8 @@ class ParetoSweeperConf:
     seed: Optional[int] = 0
     n_trials: Optional[int] = 32  # trials in the study, over every run of the same command (null: no limit)
     n_evaluations: Optional[int] = None  # distinct points evaluated in the study, over every run (null: no limit)
-    max_in_flight: int = 4
+    # trials running at once; null: 4, and with submitit_local at most usable cores // threads per job
+    max_in_flight: Optional[int] = None
     storage: Optional[str] = None  # null: {sweep_dir}/optuna.journal; a path (journal) or an RDB URL
     study_name: Optional[str] = None  # null: the config's `name`
     enqueue: List[Dict[str, Any]] = field(default_factory=list)
@@ -146,9 +154,11 @@ class ParetoSweeper(IlladaSweeper):
         if swept:
             raise SearchError(f"override {swept[0]!r}: the Pareto sweeper searches hydra.sweeper.space; give one "
                               "value per key on the command line (or add the key to the space)")
+        start = time.perf_counter()
         fixed = list(arguments)
         base = self.compose(fixed)
         root = self.sweep_root(base)
+        self.announce_dir()
         # jobs may start in another working directory: they get the absolute store path
         fixed = [o for o in fixed if not o.startswith("sweep_dir=")] + [f"sweep_dir={root}"]
         from illada.loading import DeviceUnavailableError
@@ -160,6 +170,10 @@ class ParetoSweeper(IlladaSweeper):
 
         conf = dict(self.conf)
         conf.pop("plot", None)
+        if self.cluster == "local":
+            conf["max_in_flight"] = self.local_jobs(base.get("threads"))
+        elif conf.get("max_in_flight") is None:
+            conf["max_in_flight"] = DEFAULT_IN_FLIGHT
         check_search_conf(conf)
         if self.cluster == "slurm":  # a refused partition/account/qos: one line, before anything is written
             self.check_submission(1)
@@ -177,6 +191,7 @@ class ParetoSweeper(IlladaSweeper):
         self.save_multirun(root)
         res = search.run()
         self._write_results(search, res, root)
+        self.report_end(start)
         return res
 
     def _check_space(self, search, fixed: Sequence[str]) -> None:
@@ -223,7 +238,3 @@ class ParetoSweeper(IlladaSweeper):
                    "failed": res.failed, "front": front}
         atomic_write_text(root / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
         log.info(f"Pareto front ({len(front)} trials) in {root / 'optimization_results.yaml'}")
-        if self.conf.get("plot", True):
-            path = self.plot(root)
-            if path:
-                log.info(f"Pareto plot of every point in the store: {path}")

@@ -6,14 +6,22 @@ multirun job (``config_loader.load_sweep_config`` on the master config, so ``--c
 gets), turn it into a :class:`~illada.evaluate.Point` and resolve it before anything is launched, and run
 their jobs where ``hydra/launcher`` says: Hydra's basic launcher = this process, hydra-submitit-launcher =
 a submitit executor with the launcher's own queue settings (:mod:`sweeps.launchers`).
+
+Two things both sweepers decide the same way: a sweep without a name (``name: default``: no ablation, no
+``name=``, no ``sweep_dir=``) gets a directory of its own, ``SWEEP_ROOT/adhoc/YYYY-MM-DD_HH-MM-SS`` (as Hydra's
+multirun directories are timestamped), so two ad-hoc sweeps never count or plot each other's points; and
+``submitit_local`` jobs run at most :func:`local_job_cap` at a time (usable cores // threads per job), since
+jobs that share cores inflate each other's latencies.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import shlex
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
@@ -31,6 +39,32 @@ from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
 
 log = logging.getLogger(__name__)
 _ABSENT = object()
+UNNAMED = "default"  # config.yaml's `name` when neither an ablation nor `name=` names the sweep
+
+
+def adhoc_dir(config: DictConfig) -> Path | None:
+    """The directory of its own an unnamed sweep gets (``SWEEP_ROOT/adhoc/YYYY-MM-DD_HH-MM-SS``, a suffix when
+    that exists already), or None for a named sweep or one given ``sweep_dir=`` (same dir = resume)."""
+    given = {o.split("=", 1)[0].lstrip("+~") for o in OmegaConf.select(config, "hydra.overrides.task", default=[])}
+    if config.get("name") != UNNAMED or "sweep_dir" in given or "sweep_dir" not in config:
+        return None
+    parent = Path(str(config.sweep_dir)).resolve().parent / "adhoc"  # sweep_dir is SWEEP_ROOT/${name}
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path, n = parent / stamp, 1
+    while path.exists():
+        n += 1
+        path = parent / f"{stamp}_{n}"
+    return path
+
+
+def local_job_cap(threads: int | None) -> tuple[int, int, int]:
+    """``(cap, cores, threads per job)``: how many local jobs may run at once without sharing cores: the cores
+    this process may use // the torch threads of one job (``threads: null`` = torch's default, every core)."""
+    from illada.timing import cpu_count
+
+    cores = cpu_count()
+    per_job = threads if threads and threads > 0 else cores
+    return max(1, cores // per_job), cores, per_job
 
 
 def _is_value_override(o: Override) -> bool:
@@ -51,9 +85,14 @@ class IlladaSweeper(Sweeper):
         self._composed: dict[tuple[str, ...], DictConfig] = {}
         self._described: dict[str, tuple] = {}
         self.root: Path | None = None  # the sweep's results store, once known
+        self.adhoc: Path | None = None  # an unnamed sweep's own directory
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
+        self.adhoc = adhoc_dir(config)
+        if self.adhoc is not None:  # before the launcher reads hydra.sweep.dir (${sweep_dir}) for its log folder
+            with read_write(config), open_dict(config):
+                config.sweep_dir = str(self.adhoc)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -70,7 +109,7 @@ class IlladaSweeper(Sweeper):
             raise SystemExit(f"error: {os_error_line(e, self.root)}") from None
         except KeyboardInterrupt:
             # Slurm jobs go on without the driver; submitit_local's are its children and got the Ctrl-C too
-            interrupted(self.root, submitted=self.cluster == "slurm")
+            interrupted(self.root, submitted=self.cluster == "slurm", resume=self.resume_command())
 
     def run(self, arguments: list[str]) -> Any:
         raise NotImplementedError
@@ -116,7 +155,7 @@ class IlladaSweeper(Sweeper):
         to be writable before anything is validated or submitted (a dry run writes nothing)."""
         if "sweep_dir" not in base:
             raise SweepError("sweep_dir: the config needs a sweep_dir (the results store of the sweep)")
-        self.root = Path(str(base.sweep_dir)).resolve()
+        self.root = self.adhoc or Path(str(base.sweep_dir)).resolve()
         if write:
             check_writable(self.root)
         return self.root
@@ -188,19 +227,83 @@ class IlladaSweeper(Sweeper):
     def in_process(self) -> bool:
         return self.cluster == INPROCESS
 
+    def local_jobs(self, threads: int | None) -> int:
+        """How many ``submitit_local`` jobs may run at once: ``hydra.sweeper.max_in_flight`` when given, else
+        :func:`local_job_cap`; said once, with how to change it."""
+        cap, cores, per_job = local_job_cap(threads)
+        given = self.conf.get("max_in_flight")
+        thread_s = "thread" if per_job == 1 else "threads"
+        if given is None:
+            print(f"local jobs: at most {cap} at a time ({cores} cores / {per_job} {thread_s} per job); "
+                  "hydra.sweeper.max_in_flight=N to change")
+            return cap
+        if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+            raise SweepError(f"hydra.sweeper.max_in_flight={given!r}: must be a positive integer (or null: "
+                             f"{cap} here, {cores} cores / {per_job} {thread_s} per job)")
+        more = (f"; more than the {cap} that fit on {cores} cores at {per_job} {thread_s} per job: "
+                "latencies will be inflated" if given > cap else "")
+        print(f"local jobs: at most {given} at a time (hydra.sweeper.max_in_flight){more}")
+        return given
+
+    def announce_dir(self) -> None:
+        """Say where an unnamed sweep's records go (it has a directory of its own)."""
+        if self.adhoc is not None and self.root is not None:
+            print(f"sweep without a name: its records go to {self.root} (give name=NAME, or sweep_dir=DIR, to "
+                  "resume a sweep or add to one)")
+
+    def resume_command(self) -> str | None:
+        """For an unnamed sweep, the command that resumes it (the same overrides plus ``sweep_dir=``); None for a
+        named sweep, which the same command resumes."""
+        if self.adhoc is None or self.config is None:
+            return None
+        hydra_overrides = [o for o in OmegaConf.select(self.config, "hydra.overrides.hydra", default=[])
+                           if not o.startswith(("hydra.sweeper.dry_run=", "hydra.mode="))]  # -m says the mode
+        task = list(OmegaConf.select(self.config, "hydra.overrides.task", default=[]))
+        return shlex.join(["illada-sweep", "-m", *hydra_overrides, *task, f"sweep_dir={self.adhoc}"])
+
+    def report_end(self, start: float) -> None:
+        """The command's last lines: for an unnamed sweep the command that resumes it, then the front as a
+        table (also written to front.csv / front.md), the paths of what was written, the wall time."""
+        import time
+
+        from sweeps.plot import finished_points, front_report
+
+        assert self.root is not None
+        resume = self.resume_command()
+        if resume:
+            print(f"to resume this sweep or add to it (e.g. with --rerun-failed): {resume}")
+        try:
+            points = finished_points(self.root)
+        except Exception as e:  # noqa: BLE001 -- records are saved; a figure and a table are not worth failing for
+            print(f"no Pareto plot or front table: {type(e).__name__}: {e}")
+            points = None
+        written = []
+        if points is not None and self.conf.get("plot", True):
+            path = self.plot(self.root, points)
+            if path:
+                written.append(f"Pareto plot {path}")
+        table = None if points is None else front_report(self.root, points)
+        if table is not None:
+            text, paths = table
+            print(text)
+            written.append("front table " + ", ".join(str(p) for p in paths))
+        if written:
+            print("wrote: " + "; ".join(written))
+        print(f"sweep wall time: {time.perf_counter() - start:.1f} s")
+
     # ------------------------------------------------------------------------------------------- results
     def save_multirun(self, root: Path) -> None:
         """``multirun.yaml`` in the sweep directory, as Hydra's launchers write it."""
         root.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, root / "multirun.yaml")
 
-    def plot(self, root: Path) -> Path | None:
-        """``pareto.png`` of every finished point in the store; a failure to plot is only a warning."""
+    def plot(self, root: Path, points=None) -> Path | None:
+        """``pareto.png`` of the finished points (default: the store's); a failure to plot is only a warning."""
         from illada.store import SweepStore
         from sweeps.plot import pareto_plot
 
         try:
-            return pareto_plot(SweepStore(root))
+            return pareto_plot(SweepStore(root), points=points)
         except Exception as e:  # noqa: BLE001 -- records are saved; a figure is not worth failing for
             print(f"no Pareto plot: {type(e).__name__}: {e}")
             return None
@@ -212,7 +315,7 @@ def _refused_parameter(error: Exception) -> SweepError:
     return SweepError(f"hydra.launcher: {first}")
 
 
-def interrupted(root: Path | None, submitted: bool = False) -> NoReturn:
+def interrupted(root: Path | None, submitted: bool = False, resume: str | None = None) -> NoReturn:
     """Ctrl-C: one line saying what the results store holds and how to resume, and exit 130 (the shell's code
     for SIGINT). Nothing is lost: records are written whole as each point ends, and a point cut short leaves
     no record (its running marker is released as it stops), so the same command runs it again."""
@@ -230,5 +333,6 @@ def interrupted(root: Path | None, submitted: bool = False) -> NoReturn:
             what = f"records kept in {root} ({type(e).__name__} while counting them)"
     jobs = (f"; submitted jobs keep running (`illada-status {root}` follows them, `scancel` stops them)"
             if submitted else "")
-    print(f"interrupted: {what}{jobs}; resume with the same command", file=sys.stderr)
+    how = f"resume with: {resume}" if resume else "resume with the same command"
+    print(f"interrupted: {what}{jobs}; {how}", file=sys.stderr)
     raise SystemExit(130)

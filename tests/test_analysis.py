@@ -34,8 +34,8 @@ def test_load_tidy_frame_keeps_failures_apart(synthetic):
     assert len(pts) == 24 + 6 and len(fails) == 2
     assert set(pts["sweep"]) == {"gen", "score"} and set(fails["sweep"]) == {"gen"}
     for col in ("task", "model", "sampler.steps", "sampler.block_length", "sampler.remasking", "scorer.name",
-                "accuracy", "ci_low", "ci_high", "n", "nfe_per_sample", "tokens_per_forward", "tokens_per_second",
-                "seconds_per_sample", "latency_p50_s", "label", "items_path"):
+                "accuracy", "ci_low", "ci_high", "n", "nfe_per_sample", "tokens_per_forward", "throughput_tokens_per_s",
+                "throughput_items_per_s", "latency_p50_s", "batch_size", "threads", "label", "items_path"):
         assert col in pts, col
     assert pts["n"].dtype.kind == "i"  # failures' missing numbers do not make the points' counts floats
     assert (fails["error.type"] == "OutOfMemoryError").all() and "accuracy" not in fails
@@ -86,7 +86,7 @@ def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------------ pareto
 def frame(rows, task="t", model="m"):
-    return pd.DataFrame([{"key": k, "task": task, "model": model, "seconds_per_sample": x, "accuracy": y}
+    return pd.DataFrame([{"key": k, "task": task, "model": model, "latency_p50_s": x, "accuracy": y}
                          for k, x, y in rows])
 
 
@@ -126,6 +126,32 @@ def test_best_under_budget_and_knee():
     assert knee_point(knee)["key"] == "Q"
     assert knee_point(frame([("P", 1, .2), ("Q", 2, .3)]))["key"] == "Q"  # no bend: the most accurate
     assert knee_point(frame([])) is None
+
+
+# the knee for every front shape (issue 15, item 8): was idxmax of the chord distance, which on a concave or
+# linear front (every distance <= 0, both ends 0) took the first point, the fastest and least accurate
+@pytest.mark.parametrize("rows, knee", [
+    ([("P", 0, 0.0), ("Q", 1, .8), ("R", 2, .9), ("S", 4, 1.0)], "Q"),                 # convex: the bend
+    ([("P", 0, 0.0), ("Q", 1, .1), ("R", 2, .3), ("S", 3, 1.0)], "S"),                 # concave: most accurate
+    ([("P", 0, 0.0), ("Q", 1, .5), ("R", 2, 1.0)], "R"),                               # linear: most accurate
+    ([("P", 0, 0.0), ("Q", .2, .6), ("R", .4, .8), ("S", 1, 1.0)], "R"),               # tie: the better y
+    ([("P", 0, 0.0), ("Q", 1, .8), ("Q2", 1, .8), ("S", 4, 1.0)], "Q"),                # twins: the first
+    ([("P", 1, .5)], "P"),                                                              # one point
+    ([("P", 1, .2), ("Q", 2, .3), ("D", 3, .1)], "Q"),                                  # two on the front
+], ids=["convex", "concave", "linear", "tie", "identical", "one", "two"])
+def test_knee_for_every_front_shape(rows, knee):
+    assert knee_point(frame(rows))["key"] == knee
+    # the rule does not depend on the order of the rows (identical points aside)
+    if "Q2" not in {k for k, _, _ in rows}:
+        assert knee_point(frame(rows[::-1]))["key"] == knee
+
+
+def test_knee_follows_the_directions():
+    # tokens per forward (max) vs accuracy (max): a concave front's knee is still its most accurate point
+    rows = frame([("P", 1, 1.0), ("Q", 2, .3), ("R", 3, 0.0)]).rename(columns={"latency_p50_s": "tpf"})
+    assert knee_point(rows, "tpf", "accuracy", (MAX, MAX))["key"] == "P"
+    convex = frame([("P", 1, 1.0), ("Q", 2, .95), ("R", 3, 0.0)]).rename(columns={"latency_p50_s": "tpf"})
+    assert knee_point(convex, "tpf", "accuracy", (MAX, MAX))["key"] == "Q"
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -177,7 +203,7 @@ def test_frontier_plot_marks_the_front(synthetic):
     panels = [ax for ax in fig.axes if ax.has_data()]
     assert len(panels) == pts.groupby(["task", "model"]).ngroups
     assert any("Pareto front" in t.get_text() for t in fig.legends[0].get_texts())
-    assert all(ax.get_xlabel() == "latency per sample (ms)" for ax in panels)
+    assert all(ax.get_xlabel() == "latency per request, p50 (ms), batch 16" for ax in panels)
     plt.close(fig)
 
 

@@ -80,9 +80,9 @@ def test_scorer_run_prints_no_tokens_per_second(tmp_path, capsys):
     ev.main(["--model", "default", "--task", "arithmetic_mc", "--limit", "2", "--scorer", "name=ar_order",
              "--out", str(tmp_path)])
     line = json.loads(capsys.readouterr().out)
-    assert "tokens_per_second" not in line and line["acc"] >= 0 and line["nfe_per_sample"] > 0
+    assert "throughput_tokens_per_s" not in line and line["acc"] >= 0 and line["nfe_per_sample"] > 0
     ev.main(GEN + ["--out", str(tmp_path)])
-    assert json.loads(capsys.readouterr().out)["tokens_per_second"] > 0  # generation keeps it
+    assert json.loads(capsys.readouterr().out)["throughput_tokens_per_s"] > 0  # generation keeps it
 
 
 def _never_evaluate(*args, **kwargs):

@@ -29,7 +29,7 @@ def point(decoding, steps=None, block=8, threshold=None, cache="none", acc=0.8, 
     return {"key": f"{decoding}{steps}{block}{threshold}{acc}{ms}", "task": "arithmetic", "model_name": "default",
             "metric": "exact_match", "method": "generate", "decoding": decoding, "sampler.steps": steps,
             "sampler.block_length": block, "sampler.threshold": threshold, "sampler.cache": cache,
-            "accuracy": acc, "ci_low": acc - 0.05, "ci_high": min(1.0, acc + 0.05), "seconds_per_sample": ms / 1e3,
+            "accuracy": acc, "ci_low": acc - 0.05, "ci_high": min(1.0, acc + 0.05), "latency_p50_s": ms / 1e3,
             "nfe_per_sample": steps or 4, "tokens_per_forward": 8 / (steps or 4), **extra}
 
 
@@ -65,7 +65,7 @@ def test_main_job_figure_names_its_front_in_words():
     assert not [t for t in shown if "=" in t or "sampler." in t], shown
     assert "threshold 0.9 + dual cache" in shown
     ax = fig.axes[0]
-    assert ax.get_ylabel() == "accuracy (exact match, %)" and ax.get_xlabel() == "latency per sample (ms)"
+    assert ax.get_ylabel() == "accuracy (exact match, %)" and ax.get_xlabel() == "latency per request, p50 (ms)"
     # plain numbers on the log axis: no 2x10^0 mathtext
     fig.canvas.draw()
     ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
@@ -187,7 +187,7 @@ def test_report_latency_option_names_the_value_and_the_valid_columns(tmp_path, c
         report_main([str(sweep), "--latency", "latency", "--out", str(tmp_path / "out")])
     message = str(exit_.value.code)
     assert message.startswith("error: --latency 'latency'") and "\n" not in message
-    assert "seconds_per_sample" in message and "latency_p50_s" in message
+    assert "throughput_items_per_s" in message and "latency_p50_s" in message
     assert not (tmp_path / "out").exists()
     # the command: one line on stderr, no traceback, exit status 1
     command = str(figures.Path(sys.executable).parent / "illada-report")

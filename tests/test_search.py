@@ -48,7 +48,7 @@ def test_async_multi_objective_search_end_to_end(tmp_path, tiny_model):
         res = s.run()
     study = res.study
     assert len(study.trials) == 8
-    assert study.metric_names == ["accuracy", "seconds_per_sample"]
+    assert study.metric_names == ["accuracy", "latency_p50_s"]
     assert study.trials[0].params == {"sampler.steps": 8, "sampler.remasking": "low_confidence"}  # enqueued first
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert res.launched + res.cache_hits == 8 and res.launched >= 1

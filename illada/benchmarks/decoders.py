@@ -73,7 +73,7 @@ def run(names: list[str], limit: int, device: str, batch_size: int, model: str) 
             "exact match %": f"{100 * q['value']:.1f}",
             "95% CI": f"[{100 * q['ci_low']:.1f}, {100 * q['ci_high']:.1f}]",
             "NFE/sample": f"{c['nfe_per_sample']:.2f}", "tokens/forward": f"{c['tokens_per_forward']:.2f}",
-            "tokens/s": f"{c['tokens_per_second']:.0f}", "ms/sample": f"{1e3 * c['seconds_per_sample']:.2f}",
+            "tokens/s": f"{c['throughput_tokens_per_s']:.0f}", "items/s": f"{c['throughput_items_per_s']:.1f}",
         })
         print(f"{name}: {rows[-1]}", file=sys.stderr, flush=True)
     return rows
