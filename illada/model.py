@@ -1,7 +1,9 @@
-"""The dense bidirectional Transformer behind LLaDA and iLLaDA (one implementation for both formats).
+"""The bidirectional Transformer behind every family (LLaDA, LLaDA-1.5, iLLaDA, Dream, LLaDA-MoE).
 
 Pre-norm blocks with fp32 RMSNorm, rotate-half RoPE with fp32 frequencies, grouped-query attention with no
-causal mask, and a SwiGLU feed-forward. Logits are *not* shifted: position i predicts token i.
+causal mask, and a SwiGLU feed-forward (or a top-k routed mixture of SwiGLU experts). Config fields switch on
+what a family adds: q/k/v biases (Dream), per-head q/k RMSNorm and experts (LLaDA-MoE). Logits returned are
+*not* shifted whatever the family: position i predicts token i (a ``logits_shift`` checkpoint is shifted back).
 """
 
 from __future__ import annotations
@@ -66,15 +68,21 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        # LLaDA-MoE normalises every head of q and k (one weight of head_dim shared by the heads) before RoPE.
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x, cos, sin, key_mask, attn_fn, cache: KVCache | None, layer: int, cache_start: int):
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
@@ -86,14 +94,56 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)  # gate
-        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)  # up
-        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)  # down
+        self.w1 = nn.Linear(dim, hidden, bias=False)  # gate
+        self.w3 = nn.Linear(dim, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, dim, bias=False)  # down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class MoEFeedForward(nn.Module):
+    """Top-k routed SwiGLU experts (LLaDA-MoE / OLMoE routing), plus an optional always-on shared expert.
+
+    Router probabilities are a float32 softmax over ``gate(x)``; each token takes its ``experts_per_token`` most
+    probable experts, weighted by those probabilities (renormalised to sum to 1 only with ``norm_topk_prob``)
+    cast to the activation dtype, as the reference does.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.top_k, self.norm_topk_prob = cfg.experts_per_token, cfg.norm_topk_prob
+        self.gate = nn.Linear(cfg.dim, cfg.n_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(cfg.dim, cfg.ffn_dim) for _ in range(cfg.n_experts))
+        self.shared_expert = FeedForward(cfg.dim, cfg.shared_expert_ffn_dim) if cfg.shared_expert_ffn_dim else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        probs = torch.softmax(self.gate(x), dim=-1, dtype=torch.float32)
+        weights, chosen = torch.topk(probs, self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        weights = weights.to(x.dtype)
+        # Sort the (token, slot) pairs by expert once, then run each expert on its contiguous run of tokens:
+        # one loop over experts, none over tokens.
+        order = chosen.reshape(-1).argsort(stable=True)
+        token_of = order // self.top_k
+        counts = torch.bincount(chosen.reshape(-1), minlength=len(self.experts)).tolist()
+        routed = x[token_of]
+        pair_weights = weights.reshape(-1)[order, None]
+        outputs = []
+        for expert, rows, w in zip(self.experts, routed.split(counts), pair_weights.split(counts)):
+            if len(rows):
+                outputs.append(expert(rows) * w)
+        out = torch.zeros_like(x)
+        if outputs:  # an empty input routes nothing
+            out.index_add_(0, token_of, torch.cat(outputs))
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(x)
+        return out.reshape(shape)
 
 
 class Block(nn.Module):
@@ -102,7 +152,7 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.feed_forward = FeedForward(cfg)
+        self.feed_forward = MoEFeedForward(cfg) if cfg.is_moe else FeedForward(cfg.dim, cfg.ffn_dim)
 
     def forward(self, x, cos, sin, key_mask, attn_fn, cache, layer, cache_start):
         h = x + self.attention(self.attention_norm(x), cos, sin, key_mask, attn_fn, cache, layer, cache_start)
@@ -110,7 +160,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Token ids (+ a 2-D padding mask) in, unshifted logits [B, T, vocab] out."""
+    """Token ids (+ a 2-D padding mask) in, unshifted logits [B, T, vocab] out, whatever the family."""
 
     def __init__(self, cfg: ModelConfig, attn_backend: str = "sdpa") -> None:
         super().__init__()
@@ -164,6 +214,11 @@ class Transformer(nn.Module):
         cache length with ``kv_cache``). Positions default to the count of real tokens before each position,
         so a left-padded row gets the same positions as the unpadded sequence. A [B, T, S] mask says which key
         each query may attend to (WINO's shadow block); it needs explicit ``position_ids``.
+
+        With ``config.logits_shift`` (Dream) the head's output at position i predicts token i+1; it is shifted
+        back as Dream's own sampler does (``cat([raw[:, :1], raw[:, :-1]])``). A position with no predecessor keeps
+        its own raw logits: position id 0 (the first real token, after any left padding) and the first fed
+        position of a cached slice (``cache_start``): do not decode that one from such a forward.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
@@ -192,6 +247,12 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(input_ids)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, key_mask, attn_fn, kv_cache, i, cache_start)
+        if self.config.logits_shift:
+            # The head is applied per position, so shifting its input is shifting its logits, at dim rather
+            # than vocabulary width. A sequence's first token (position 0, after left padding too) has no
+            # predecessor and keeps its own: a left-padded row gets the logits of the same row unpadded.
+            shifted = torch.cat([h[:, :1], h[:, :-1]], dim=1)
+            h = torch.where((position_ids == 0)[..., None], h, shifted)
         return self.output(self.norm(h))
 
     # ------------------------------------------------------------------ construction
@@ -217,6 +278,6 @@ class Transformer(nn.Module):
             for name, p in model.named_parameters():
                 if name.endswith("norm.weight"):
                     p.fill_(1.0)
-                else:
+                else:  # biases too: random ones exercise them
                     p.normal_(0.0, std, generator=gen)
         return model

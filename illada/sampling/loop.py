@@ -190,6 +190,9 @@ def generate(model, prompt_ids: torch.Tensor, settings: SamplerSettings,
         from illada.sampling.token_frequencies import load_frequencies  # lazily: it is also a CLI module
 
         frequencies = load_frequencies(settings.token_frequencies, vocab)
+    own_loop = decoders.DECODER_CLASSES[settings.decoder].own_loop
+    if own_loop is not None:  # e.g. Dream's sampler (illada/sampling/dream.py)
+        return own_loop(model, prompt_ids, settings, attention_mask, generator)
     sampler = _Sampler(model, settings, generator, frequencies)
     synchronize(device)
     t0 = time.perf_counter()

@@ -42,6 +42,8 @@ class SamplerSettings:
       ``slow_fast``: SlowFast sampling).
       Its knobs (e.g. ``gamma``; ``threshold``/``low_threshold`` for ``hierarchy``) default to the reference's
       published values; a knob the selected decoder does not read is an error.
+    * ``alg`` / ``alg_temp`` / ``top_p`` / ``top_k`` / ``eps``: decoder ``dream``, Dream's ``diffusion_generate``
+      (``gen_length`` = its ``max_new_tokens``, ``steps`` = its ``steps``, one block: ``block_length = gen_length``).
     * ``sigma``: d2Cache's certainty prior (confidence times a Gaussian density of decoded neighbours).
     * ``debias`` / ``clip_alpha`` / ``pc_lambda`` / ``token_frequencies``: PC-Sampler's calibration
       ``exp(-pc_lambda * j) * min(-p(x0) log f(x0), clip_alpha)`` with token frequencies f from a file (None:
@@ -84,6 +86,12 @@ class SamplerSettings:
     cycle_length_stability_std_dev_threshold: float | None = None
     high_confidence_threshold: float | None = None
     max_sub_cycles_per_block: int | None = None
+    # Dream's diffusion_generate (illada/sampling/dream.py): one canvas, no blocks
+    alg: str | None = None
+    alg_temp: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    eps: float | None = None
     # ---- confidence calibrations, for confidence-ranked decoders (DecoderSpec.calibrations)
     sigma: float | None = None
     debias: bool = False
@@ -367,12 +375,46 @@ SLOW_FAST_KNOBS: dict[str, Any] = {
     "max_sub_cycles_per_block": 256,
 }
 
+# ---- Dream (illada/sampling/dream.py)
+DREAM_ALGS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy")
+
+
+def _check_dream(s: SamplerSettings) -> None:
+    if s.alg not in DREAM_ALGS:
+        raise _bad("alg", s.alg, f"unknown Dream alg; choose one of {list(DREAM_ALGS)}")
+    if s.alg_temp is not None:
+        if not _finite(s.alg_temp) or s.alg_temp < 0:
+            raise _bad("alg_temp", s.alg_temp, "must be a finite number >= 0 or None (top-k by confidence)")
+        if s.alg == "origin":
+            raise _bad("alg_temp", s.alg_temp, "alg 'origin' unmasks at random and reads no alg_temp")
+    if s.top_p is not None and not (_finite(s.top_p) and 0 < s.top_p <= 1):
+        raise _bad("top_p", s.top_p, "must lie in (0, 1] or be None (off)")
+    if s.top_k is not None and (isinstance(s.top_k, bool) or not isinstance(s.top_k, int) or s.top_k < 1):
+        raise _bad("top_k", s.top_k, "must be an integer >= 1 or None (off)")
+    if not (_finite(s.eps) and 0 <= s.eps < 1):
+        raise _bad("eps", s.eps, "the final timestep must lie in [0, 1)")
+    if s.block_length != s.gen_length:
+        raise _bad("block_length", s.block_length,
+                   f"decoder dream denoises one canvas; set block_length = gen_length = {s.gen_length}")
+    unsupported = {"remasking": (s.remasking, "low_confidence"), "cfg_scale": (s.cfg_scale, 0.0),
+                   "cache": (s.cache, "none"), "variable_length": (s.variable_length, False),
+                   "logits_eos_inf": (s.logits_eos_inf, False),
+                   "confidence_eos_eot_inf": (s.confidence_eos_eot_inf, False)}
+    for name, (value, default) in unsupported.items():
+        if value != default:
+            raise _bad(name, value, f"decoder dream (Dream's diffusion_generate) has no such option; "
+                       f"leave it at {default!r} (alg chooses the unmasking order)")
+    if s.confidence_precision == "float64":
+        raise _bad("confidence_precision", "float64", "decoder dream takes the softmax in the logits' dtype, as "
+                   "Dream's sampler; use 'auto'")
+
+
 # Knobs a decoder may own (all default to None/False; set only when the decoder reads them).
 KNOB_FIELDS = frozenset({"threshold", "factor", "gamma", "low_threshold", "sigma", "debias", "clip_alpha",
                          "pc_lambda", "token_frequencies",
                          "kl_threshold", "kl_history_length", "credit_alpha", "boost_gamma", "decay_beta",
                          "wide_in_threshold", "narrow_out_threshold",
-                         *SLOW_FAST_KNOBS})
+                         *SLOW_FAST_KNOBS, *("alg", "alg_temp", "top_p", "top_k", "eps")})
 CALIBRATION_KNOBS: tuple[str, ...] = ("sigma", "debias", "clip_alpha", "pc_lambda", "token_frequencies")
 
 DECODERS: dict[str, DecoderSpec] = {
@@ -394,6 +436,9 @@ DECODERS: dict[str, DecoderSpec] = {
     "wino": DecoderSpec(knobs={"wide_in_threshold": 0.6, "narrow_out_threshold": 0.9}, check=_check_wino),
     # SlowFast sampling as the authors' generate_slow_fast_sampling (its signature's defaults)
     "slow_fast": DecoderSpec(knobs=dict(SLOW_FAST_KNOBS), check=_check_slow_fast),
+    # Dream's diffusion_generate (DreamGenerationConfig's defaults); runs its own loop: illada/sampling/dream.py
+    "dream": DecoderSpec(knobs={"alg": "origin", "alg_temp": None, "top_p": None, "top_k": None, "eps": 1e-3},
+                         check=_check_dream),
 }
 
 
