@@ -9,6 +9,7 @@ what a family adds: q/k/v biases (Dream), per-head q/k RMSNorm and experts (LLaD
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -58,10 +59,32 @@ class KVCache:
 
     k: list[torch.Tensor]
     v: list[torch.Tensor]
+    # Per forward, optional (dKV-Cache): canvas columns of the fed tokens [B, T] and which of them may
+    # overwrite the cache [B, T] (False: padding slots of a ragged batch). None: the contiguous cache_start rule.
+    index: torch.Tensor | None = None
+    write: torch.Tensor | None = None
+    # Per forward, optional (d2Cache): an attention function used instead of the model's backend, e.g. one that
+    # also records the attention weights for the rollout (illada/sampling/d2cache.py).
+    attn_fn: Callable | None = None
 
     @property
     def max_len(self) -> int:
         return self.k[0].shape[2]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, cache_start: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the fed tokens' keys/values [B, H, T, D]; return the whole cache's keys/values to attend over."""
+        if self.index is None:
+            self.k[layer][:, :, cache_start:cache_start + k.shape[2]] = k
+            self.v[layer][:, :, cache_start:cache_start + k.shape[2]] = v
+        else:
+            idx = self.index[:, None, :, None].expand_as(k)
+            for store, new in ((self.k[layer], k), (self.v[layer], v)):
+                if self.write is not None:
+                    # a padding slot writes back what it read (indices within a row are distinct)
+                    new = torch.where(self.write[:, None, :, None], new, store.gather(2, idx))
+                store.scatter_(2, idx, new)
+        return self.k[layer], self.v[layer]
 
 
 class Attention(nn.Module):
@@ -86,9 +109,9 @@ class Attention(nn.Module):
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            cache.k[layer][:, :, cache_start:cache_start + T] = k
-            cache.v[layer][:, :, cache_start:cache_start + T] = v
-            k, v = cache.k[layer], cache.v[layer]
+            k, v = cache.update(layer, k, v, cache_start)
+        if cache is not None and cache.attn_fn is not None:
+            attn_fn = cache.attn_fn
         out = attn_fn(q, k, v, key_mask)
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
@@ -155,6 +178,9 @@ class Block(nn.Module):
         self.feed_forward = MoEFeedForward(cfg) if cfg.is_moe else FeedForward(cfg.dim, cfg.ffn_dim)
 
     def forward(self, x, cos, sin, key_mask, attn_fn, cache, layer, cache_start):
+        if getattr(cache, "block_forward", None) is not None:
+            # a feature cache (dLLM-Cache) decides which positions of this block it recomputes
+            return cache.block_forward(self, layer, x, cos, sin, key_mask, attn_fn)
         h = x + self.attention(self.attention_norm(x), cos, sin, key_mask, attn_fn, cache, layer, cache_start)
         return h + self.feed_forward(self.ffn_norm(h))
 
@@ -224,7 +250,11 @@ class Transformer(nn.Module):
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         S = kv_cache.max_len if kv_cache is not None else T
-        if kv_cache is not None and not 0 <= cache_start <= S - T:
+        if kv_cache is not None and kv_cache.index is not None:
+            if tuple(kv_cache.index.shape) != (B, T) or position_ids is None or cache_start != 0:
+                raise ValueError(f"an indexed cache forward needs index of shape {(B, T)}, position_ids and "
+                                 f"cache_start=0, got index {tuple(kv_cache.index.shape)}")
+        elif kv_cache is not None and not 0 <= cache_start <= S - T:
             raise ValueError(f"cache_start={cache_start} with {T} tokens does not fit a cache of length {S}")
         key_mask = None
         if attention_mask is not None and attention_mask.dim() == 3:
