@@ -20,15 +20,19 @@ AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
     """The readable reference: explicit scores, additive key-padding bias, fp32 softmax."""
     groups = q.shape[1] // k.shape[1]
+    return torch.matmul(attention_probs(q, k, key_mask), v.repeat_interleave(groups, dim=1))
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Eager attention's weights [B, H, Tq, Tk] (in q's dtype); d2Cache's attention rollout reads them."""
+    groups = q.shape[1] // k.shape[1]
     k = k.repeat_interleave(groups, dim=1)
-    v = v.repeat_interleave(groups, dim=1)
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if key_mask is not None:
         bias = torch.zeros(key_mask.shape, dtype=scores.dtype, device=scores.device)
         bias.masked_fill_(~key_mask, torch.finfo(scores.dtype).min)
         scores = scores + _broadcast(bias)
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    return torch.matmul(probs, v)
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype)
 
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Hugging Face safetensors checkpoints of both formats: tensor names, lazy loading, saving.
+"""Hugging Face safetensors checkpoints of every format: tensor names, lazy loading, saving.
 
 Loading builds the model on the meta device and fills each parameter straight from the memory-mapped file
 in the target dtype and device, one tensor at a time, so the weights exist once in memory.
@@ -47,6 +47,31 @@ _LAYER_NAMES = {
         "feed_forward.w2.weight": "model.layers.{i}.mlp.down_proj.weight",
     },
 }
+# Dream uses Qwen2's names, the same as iLLaDA's Llama names; LLaDA-MoE shares the attention and norm names
+# and routes its FFN (names below).
+_LAYER_NAMES["dream"] = dict(_LAYER_NAMES["illada"])
+_LAYER_NAMES["llada_moe"] = {k: v for k, v in _LAYER_NAMES["illada"].items() if not k.startswith("feed_forward.")}
+# Optional parts, present when the config switches them on (qkv_bias, qk_norm, experts, shared expert).
+_QKV_BIAS_NAMES = {
+    "attention.wq.bias": "model.layers.{i}.self_attn.q_proj.bias",
+    "attention.wk.bias": "model.layers.{i}.self_attn.k_proj.bias",
+    "attention.wv.bias": "model.layers.{i}.self_attn.v_proj.bias",
+}
+_QK_NORM_NAMES = {
+    "attention.q_norm.weight": "model.layers.{i}.self_attn.q_norm.weight",
+    "attention.k_norm.weight": "model.layers.{i}.self_attn.k_norm.weight",
+}
+_MOE_NAMES = {"feed_forward.gate.weight": "model.layers.{i}.mlp.gate.weight"}
+_EXPERT_NAMES = {  # "{e}" is the expert index
+    "feed_forward.experts.{e}.w1.weight": "model.layers.{i}.mlp.experts.{e}.gate_proj.weight",
+    "feed_forward.experts.{e}.w3.weight": "model.layers.{i}.mlp.experts.{e}.up_proj.weight",
+    "feed_forward.experts.{e}.w2.weight": "model.layers.{i}.mlp.experts.{e}.down_proj.weight",
+}
+_SHARED_EXPERT_NAMES = {  # LLaDA-MoE hangs the shared expert on the decoder layer, not on its mlp
+    "feed_forward.shared_expert.w1.weight": "model.layers.{i}.shared_expert.gate_proj.weight",
+    "feed_forward.shared_expert.w3.weight": "model.layers.{i}.shared_expert.up_proj.weight",
+    "feed_forward.shared_expert.w2.weight": "model.layers.{i}.shared_expert.down_proj.weight",
+}
 _GLOBAL_NAMES = {
     "llada": {
         "tok_embeddings.weight": "model.transformer.wte.weight",
@@ -59,6 +84,7 @@ _GLOBAL_NAMES = {
         "output.weight": "lm_head.weight",
     },
 }
+_GLOBAL_NAMES["dream"] = _GLOBAL_NAMES["llada_moe"] = _GLOBAL_NAMES["illada"]
 # Tensors some exporters add that carry nothing the model needs (recomputed RoPE tables).
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
@@ -72,8 +98,21 @@ def tensor_names(cfg: ModelConfig) -> dict[str, str]:
     names = {k: v for k, v in _GLOBAL_NAMES[cfg.format].items()}
     if cfg.tie_embeddings:
         del names["output.weight"]
+    per_layer = dict(_LAYER_NAMES[cfg.format])
+    if cfg.qkv_bias:
+        if cfg.format == "llada":  # never built: the LLaDA reader rejects include_qkv_bias
+            raise CheckpointError("qkv_bias is not supported in the llada format")
+        per_layer.update(_QKV_BIAS_NAMES)
+    if cfg.qk_norm:
+        per_layer.update(_QK_NORM_NAMES)
+    if cfg.is_moe:
+        per_layer.update(_MOE_NAMES)
+        for e in range(cfg.n_experts):
+            per_layer.update({k.format(e=e): v.replace("{e}", str(e)) for k, v in _EXPERT_NAMES.items()})
+        if cfg.shared_expert_ffn_dim:
+            per_layer.update(_SHARED_EXPERT_NAMES)
     for i in range(cfg.n_layers):
-        for internal, external in _LAYER_NAMES[cfg.format].items():
+        for internal, external in per_layer.items():
             names[f"layers.{i}.{internal}"] = external.format(i=i)
     return names
 

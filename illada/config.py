@@ -1,9 +1,14 @@
-"""One dataclass that describes every dense iLLaDA/LLaDA Transformer, built from a checkpoint's config.json.
+"""One dataclass that describes every model family's Transformer, built from a checkpoint's config.json.
 
-Two on-disk families share the same computation and differ only in field and tensor names:
+The families share one computation (bidirectional pre-norm SwiGLU Transformer with RoPE) and differ by config
+fields and tensor names only:
 
-* ``llada``  -- OLMo-style ``config.json`` (``d_model``, ``n_layers`` ...), ``model_type: llada``.
-* ``illada`` -- Llama-style ``config.json`` (``hidden_size``, ``num_hidden_layers`` ...).
+* ``llada``     -- LLaDA / LLaDA-1.5: OLMo-style ``config.json`` (``d_model``, ``n_layers`` ...), ``model_type: llada``.
+* ``illada``    -- iLLaDA: Llama-style ``config.json`` (``hidden_size``, ``num_hidden_layers`` ...).
+* ``dream``     -- Dream-v0-7B: Qwen2-style ``config.json``, ``model_type: Dream``; biases on q/k/v, and its head's
+  logits are shifted (position i predicts token i+1; the model shifts them back, see ``logits_shift``).
+* ``llada_moe`` -- LLaDA-MoE-7B-A1B: OLMoE-style ``config.json`` (``model_type: llada`` with architecture
+  ``LLaDAMoEModelLM``): per-head RMSNorm on q and k, and a top-k routed mixture-of-experts FFN.
 """
 
 from __future__ import annotations
@@ -14,10 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-CheckpointFormat = Literal["llada", "illada"]
+CheckpointFormat = Literal["llada", "illada", "dream", "llada_moe"]
+FAMILIES: tuple[str, ...] = ("llada", "illada", "dream", "llada_moe")
 
 # model_type values that carry a Llama-style config (iLLaDA ships a remote class; the type string is not pinned).
 LLAMA_STYLE_MODEL_TYPES = ("illada", "llama")
+DREAM_MODEL_TYPES = ("Dream", "dream")
+# LLaDA-MoE's config.json says model_type "llada" like dense LLaDA; its architecture tells them apart.
+LLADA_MOE_ARCHITECTURES = ("LLaDAMoEModelLM", "LLaDAMoEModel")
+SUPPORTED = ("LLaDA / LLaDA-1.5 (model_type 'llada'), iLLaDA (model_type 'illada' or 'llama'), "
+             "Dream (model_type 'Dream'), LLaDA-MoE (model_type 'llada', architectures ['LLaDAMoEModelLM'])")
 
 
 class ConfigError(ValueError):
@@ -26,7 +37,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape and numerics of a bidirectional (non-causal) pre-norm SwiGLU Transformer with RoPE."""
+    """Shape and numerics of a bidirectional (non-causal) pre-norm SwiGLU Transformer with RoPE.
+
+    ``ffn_dim`` is the SwiGLU width; in a mixture-of-experts model (``n_experts > 0``) it is each expert's width,
+    every layer's FFN is routed, and ``experts_per_token`` experts are mixed with their router probabilities.
+    """
 
     vocab_size: int
     dim: int
@@ -39,7 +54,16 @@ class ModelConfig:
     rope_theta: float = 10000.0
     max_seq_len: int = 4096
     tie_embeddings: bool = False
-    format: CheckpointFormat = "illada"
+    format: CheckpointFormat = "illada"  # checkpoint layout; it also names the family (``family``)
+    qkv_bias: bool = False  # biases on the q/k/v projections (Dream)
+    qk_norm: bool = False  # RMSNorm over each head of q and k before RoPE (LLaDA-MoE's qk_layernorm)
+    # True when the checkpoint's head at position i predicts token i+1 (Dream, initialised from an AR model).
+    # Transformer.forward shifts such logits back, so callers always see position i predicting token i.
+    logits_shift: bool = False
+    n_experts: int = 0  # 0: dense FFN
+    experts_per_token: int = 0
+    norm_topk_prob: bool = False  # renormalise the chosen experts' probabilities to sum to 1
+    shared_expert_ffn_dim: int = 0  # width of an always-on shared expert added to the routed ones (0: none)
     # Special ids found in config.json; tokenizer files can supply or override them (see illada.tokenizer).
     mask_token_id: int | None = None
     eos_token_id: int | None = None
@@ -59,8 +83,26 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ConfigError(f"ModelConfig.head_dim={self.head_dim} must be even for rotate-half RoPE")
-        if self.format not in ("llada", "illada"):
-            raise ConfigError(f"ModelConfig.format must be 'llada' or 'illada', got {self.format!r}")
+        if self.format not in FAMILIES:
+            raise ConfigError(f"ModelConfig.format={self.format!r} is not a supported family; supported: {FAMILIES}")
+        if self.n_experts < 0 or self.shared_expert_ffn_dim < 0:
+            raise ConfigError(f"ModelConfig.n_experts={self.n_experts} and shared_expert_ffn_dim="
+                              f"{self.shared_expert_ffn_dim} must not be negative")
+        if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
+            raise ConfigError(f"ModelConfig.experts_per_token={self.experts_per_token} must be in [1, n_experts="
+                              f"{self.n_experts}]")
+        if not self.n_experts and (self.experts_per_token or self.shared_expert_ffn_dim):
+            raise ConfigError(f"ModelConfig.experts_per_token={self.experts_per_token} / shared_expert_ffn_dim="
+                              f"{self.shared_expert_ffn_dim} need n_experts > 0")
+
+    @property
+    def family(self) -> str:
+        """The model family (one of ``FAMILIES``): samplers and scorers pick family defaults by it."""
+        return self.format
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
 
     # ------------------------------------------------------------------ config.json <-> ModelConfig
     @classmethod
@@ -69,15 +111,18 @@ class ModelConfig:
         if not isinstance(hf, dict):
             raise ConfigError(f"{source}: a JSON {type(hf).__name__}, not an object")
         model_type = hf.get("model_type")
-        if model_type == "llada":
+        architectures = hf.get("architectures") or []
+        if model_type == "lladamoe" or (model_type == "llada" and (
+                any(a in LLADA_MOE_ARCHITECTURES for a in architectures) or "num_experts" in hf)):
+            build = cls._from_llada_moe
+        elif model_type == "llada":
             build = cls._from_llada
         elif model_type in LLAMA_STYLE_MODEL_TYPES:
             build = cls._from_llama_style
+        elif model_type in DREAM_MODEL_TYPES:
+            build = cls._from_dream
         else:
-            raise ConfigError(
-                f"{source}: unknown model_type={model_type!r}; expected 'llada' (LLaDA, OLMo-style) "
-                f"or one of {LLAMA_STYLE_MODEL_TYPES} (iLLaDA, Llama-style)"
-            )
+            raise ConfigError(f"{source}: unknown model_type={model_type!r}; supported families: {SUPPORTED}")
         try:
             return build(hf, source)
         except ConfigError as e:
@@ -159,6 +204,76 @@ class ModelConfig:
             bos_token_id=hf.get("bos_token_id"),
         )
 
+    @classmethod
+    def _from_dream(cls, hf: dict[str, Any], source: str) -> "ModelConfig":
+        # Dream's modeling code (DreamAttention) always has q/k/v biases and head_dim = hidden_size / heads;
+        # converted checkpoints that say attention_bias=false store no biases (Dream's code then zero-fills them).
+        _require_equal(hf, source, {"hidden_act": "silu"})
+        _require_false(hf, source, ("rope_scaling", "use_sliding_window"))
+        dim, n_heads = _require(hf, source, "hidden_size"), _require(hf, source, "num_attention_heads")
+        if dim % n_heads:
+            raise ConfigError(f"{source}: hidden_size={dim} is not a multiple of num_attention_heads={n_heads}")
+        return cls(
+            vocab_size=_require(hf, source, "vocab_size"),
+            dim=dim,
+            n_layers=_require(hf, source, "num_hidden_layers"),
+            n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            ffn_dim=_require(hf, source, "intermediate_size"),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(hf.get("rope_theta", 10000.0)),
+            max_seq_len=hf.get("max_position_embeddings", 32768),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            format="dream",
+            qkv_bias=bool(hf.get("attention_bias", True)),
+            logits_shift=True,
+            mask_token_id=hf.get("mask_token_id"),
+            eos_token_id=_first_id(hf.get("eos_token_id")),
+            pad_token_id=hf.get("pad_token_id"),
+            bos_token_id=hf.get("bos_token_id"),
+        )
+
+    @classmethod
+    def _from_llada_moe(cls, hf: dict[str, Any], source: str) -> "ModelConfig":
+        # Fields read as LLaDA-MoE's modeling code (modeling_lladamoe.py) reads them. Its sparse block hard-codes
+        # norm_topk_prob=False and never reads routed_scaling_factor or the router group fields, so neither do we.
+        _require_equal(hf, source, {"hidden_act": "silu"})
+        _require_false(hf, source, ("attention_bias", "rope_scaling", "moe_router_enable_expert_bias", "clip_qkv"))
+        if hf.get("moe_router_score_function") not in (None, "softmax"):
+            raise ConfigError(f"{source}: field 'moe_router_score_function'={hf['moe_router_score_function']!r} "
+                              "is not supported (only 'softmax')")
+        if hf.get("partial_rotary_factor") not in (None, 1, 1.0):
+            raise ConfigError(f"{source}: field 'partial_rotary_factor'={hf['partial_rotary_factor']!r} is not "
+                              "supported (only 1.0: RoPE over the whole head)")
+        freq = hf.get("moe_layer_freq") or []
+        if not all(freq):
+            raise ConfigError(f"{source}: field 'moe_layer_freq'={freq!r} is not supported (every layer must be MoE)")
+        dim, n_heads = _require(hf, source, "hidden_size"), _require(hf, source, "num_attention_heads")
+        if dim % n_heads:
+            raise ConfigError(f"{source}: hidden_size={dim} is not a multiple of num_attention_heads={n_heads}")
+        return cls(
+            vocab_size=_require(hf, source, "vocab_size"),
+            dim=dim,
+            n_layers=_require(hf, source, "num_hidden_layers"),
+            n_heads=n_heads,
+            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+            ffn_dim=_require(hf, source, "expert_intermediate_size"),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
+            rope_theta=float(_require(hf, source, "rope_theta")),
+            max_seq_len=hf.get("max_position_embeddings", 4096),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            format="llada_moe",
+            qk_norm=bool(hf.get("qk_layernorm", False)),
+            n_experts=_require(hf, source, "num_experts"),
+            experts_per_token=_require(hf, source, "num_experts_per_tok"),
+            norm_topk_prob=False,
+            shared_expert_ffn_dim=max(0, hf.get("shared_expert_intermediate_size") or 0),
+            mask_token_id=hf.get("mask_token_id"),
+            eos_token_id=_first_id(hf.get("eos_token_id")),
+            pad_token_id=hf.get("pad_token_id"),
+            bos_token_id=hf.get("bos_token_id"),
+        )
+
     def to_hf_config(self) -> dict[str, Any]:
         """The ``config.json`` dictionary of this config in its own checkpoint format."""
         ids = {k: v for k, v in (
@@ -179,6 +294,30 @@ class ModelConfig:
                 "bias_for_layer_norm": False, "scale_logits": False, "alibi": False,
                 "attention_layer_norm": False, "flash_attention": False, "use_cache": False, **ids,
             }
+        if self.format == "dream":
+            return {
+                "architectures": ["DreamModel"], "model_type": "Dream",
+                "hidden_size": self.dim, "num_hidden_layers": self.n_layers,
+                "num_attention_heads": self.n_heads, "num_key_value_heads": self.n_kv_heads,
+                "intermediate_size": self.ffn_dim, "hidden_act": "silu", "rms_norm_eps": self.norm_eps,
+                "rope_theta": self.rope_theta, "rope_scaling": None, "max_position_embeddings": self.max_seq_len,
+                "vocab_size": self.vocab_size, "tie_word_embeddings": self.tie_embeddings,
+                "attention_bias": self.qkv_bias, "use_sliding_window": False, "use_cache": False, **ids,
+            }
+        if self.format == "llada_moe":
+            return {
+                "architectures": ["LLaDAMoEModelLM"], "model_type": "llada",
+                "hidden_size": self.dim, "num_hidden_layers": self.n_layers,
+                "num_attention_heads": self.n_heads, "num_key_value_heads": self.n_kv_heads,
+                "expert_intermediate_size": self.ffn_dim, "num_experts": self.n_experts,
+                "num_experts_per_tok": self.experts_per_token,
+                "shared_expert_intermediate_size": self.shared_expert_ffn_dim or None,
+                "moe_layer_freq": [1] * self.n_layers, "moe_router_score_function": "softmax",
+                "norm_topk_prob": self.norm_topk_prob, "qk_layernorm": self.qk_norm, "partial_rotary_factor": 1.0,
+                "hidden_act": "silu", "rms_norm_eps": self.norm_eps, "rope_theta": self.rope_theta,
+                "max_position_embeddings": self.max_seq_len, "vocab_size": self.vocab_size,
+                "tie_word_embeddings": self.tie_embeddings, "attention_bias": False, "use_cache": False, **ids,
+            }
         out = {
             "architectures": ["ILLaDAForCausalLM"], "model_type": "illada",
             "hidden_size": self.dim, "num_hidden_layers": self.n_layers,
@@ -198,7 +337,12 @@ class ModelConfig:
     @property
     def num_parameters(self) -> int:
         attn = self.dim * self.head_dim * (2 * self.n_heads + 2 * self.n_kv_heads)
-        ffn = 3 * self.dim * self.ffn_dim
+        attn += self.head_dim * (self.n_heads + 2 * self.n_kv_heads) if self.qkv_bias else 0
+        attn += 2 * self.head_dim if self.qk_norm else 0
+        if self.is_moe:
+            ffn = self.n_experts * (3 * self.dim * self.ffn_dim + self.dim) + 3 * self.dim * self.shared_expert_ffn_dim
+        else:
+            ffn = 3 * self.dim * self.ffn_dim
         per_layer = attn + ffn + 2 * self.dim
         head = 0 if self.tie_embeddings else self.vocab_size * self.dim
         return self.vocab_size * self.dim + self.n_layers * per_layer + self.dim + head
@@ -217,11 +361,33 @@ PRESETS: dict[str, ModelConfig] = {
         norm_eps=1e-5, rope_theta=500000.0, max_seq_len=8192, tie_embeddings=True, format="illada",
         mask_token_id=5,
     ),
+    # LLaDA-1.5 is LLaDA-8B-Instruct after preference optimisation: same architecture and format.
+    "llada-1.5-8b": ModelConfig(
+        vocab_size=126464, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=12288,
+        norm_eps=1e-5, rope_theta=500000.0, max_seq_len=4096, tie_embeddings=False, format="llada",
+        mask_token_id=126336, eos_token_id=126081, pad_token_id=126081,
+    ),
+    # Dream-v0-7B (Base and Instruct): Qwen2.5-7B's shapes; <|mask|>=151666, <|endoftext|>=151643.
+    "dream-7b": ModelConfig(
+        vocab_size=152064, dim=3584, n_layers=28, n_heads=28, n_kv_heads=4, ffn_dim=18944,
+        norm_eps=1e-6, rope_theta=1000000.0, max_seq_len=131072, tie_embeddings=False, format="dream",
+        qkv_bias=True, logits_shift=True,
+        mask_token_id=151666, eos_token_id=151643, pad_token_id=151643, bos_token_id=151643,
+    ),
+    # LLaDA-MoE-7B-A1B (Base and Instruct): 64 experts of width 1024, 8 per token, qk-norm, RoPE base 50000.
+    # Mask 156895 and EOS 156892 are the ids its model card and dInfer pass; tie_word_embeddings is unverified.
+    "llada-moe-7b-a1b": ModelConfig(
+        vocab_size=157184, dim=2048, n_layers=16, n_heads=16, n_kv_heads=16, ffn_dim=1024,
+        norm_eps=1e-5, rope_theta=50000.0, max_seq_len=8192, tie_embeddings=False, format="llada_moe",
+        qk_norm=True, n_experts=64, experts_per_token=8,
+        mask_token_id=156895, eos_token_id=156892,
+    ),
 }
 
 
 def preset(name: str) -> ModelConfig:
-    """The config of a named preset (``llada-8b``, ``illada-8b``)."""
+    """The config of a named preset (``llada-8b``, ``illada-8b``, ``llada-1.5-8b``, ``dream-7b``,
+    ``llada-moe-7b-a1b``)."""
     try:
         return PRESETS[name]
     except KeyError:

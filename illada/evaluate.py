@@ -50,7 +50,7 @@ from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
 from illada.records import (SCHEMA_VERSION, directory_hash, items_path, now, provenance, safely, settings_key,
                             summary_path, write_record)
 from illada.sampling import SamplerSettings, generate
-from illada.scoring import SCORERS, ScoringSettings
+from illada.scoring import SCORERS, ScoringSettings, check_scorer_settings
 from illada.tasks import GENERATION, TASKS, MCItem, TaskData, get_task
 from illada.timing import HostLoad, peak_memory, torch_threads, wall_time
 from illada.tokenizer import SpecialIds, Tokenizer, pad_left
@@ -144,6 +144,7 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         raise ValueError(f"scorer.name={name!r}: unknown scorer; choose one of {list(SCORERS)}")
     _reject_unknown("scorer", scorer, SCORER_FIELDS)
     scoring = ScoringSettings(mask_id=special_ids.mask, **scorer)
+    check_scorer_settings(name, scoring)
     settings.update(method="score", scorer={"name": name, **asdict(scoring)})
     return ResolvedPoint(point, task.kind, None, name, scoring, settings)
 

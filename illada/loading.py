@@ -105,7 +105,7 @@ def describe(path_or_preset: str | Path, **special_id_overrides: int | None
     else:
         path = Path(name)
         cfg = ModelConfig.from_json(path / "config.json")
-        tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+        tokenizer = Tokenizer.from_dir(path) if Tokenizer.files_present(path) else None
     return cfg, tokenizer, resolve_special_ids(cfg, tokenizer, **special_id_overrides)
 
 
@@ -117,8 +117,9 @@ def load(
     seed: int = 0,
     **special_id_overrides: int | None,
 ) -> LoadedModel:
-    """Load a local Hugging Face checkpoint directory, a preset (``llada-8b``, ``illada-8b``), or ``"default"``
-    (the embedded model).
+    """Load a local Hugging Face checkpoint directory (any family in ``illada.config.FAMILIES``), a preset
+    (``llada-8b``, ``illada-8b``, ``llada-1.5-8b``, ``dream-7b``, ``llada-moe-7b-a1b``), or ``"default"`` (the
+    embedded model).
 
     A checkpoint keeps its stored dtype unless ``dtype`` is given; a preset gets random weights in ``dtype``
     (default bfloat16 on CUDA, float32 otherwise) generated in place. ``special_id_overrides`` take the

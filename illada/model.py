@@ -1,12 +1,15 @@
-"""The dense bidirectional Transformer behind LLaDA and iLLaDA (one implementation for both formats).
+"""The bidirectional Transformer behind every family (LLaDA, LLaDA-1.5, iLLaDA, Dream, LLaDA-MoE).
 
 Pre-norm blocks with fp32 RMSNorm, rotate-half RoPE with fp32 frequencies, grouped-query attention with no
-causal mask, and a SwiGLU feed-forward. Logits are *not* shifted: position i predicts token i.
+causal mask, and a SwiGLU feed-forward (or a top-k routed mixture of SwiGLU experts). Config fields switch on
+what a family adds: q/k/v biases (Dream), per-head q/k RMSNorm and experts (LLaDA-MoE). Logits returned are
+*not* shifted whatever the family: position i predicts token i (a ``logits_shift`` checkpoint is shifted back).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -56,44 +59,114 @@ class KVCache:
 
     k: list[torch.Tensor]
     v: list[torch.Tensor]
+    # Per forward, optional (dKV-Cache): canvas columns of the fed tokens [B, T] and which of them may
+    # overwrite the cache [B, T] (False: padding slots of a ragged batch). None: the contiguous cache_start rule.
+    index: torch.Tensor | None = None
+    write: torch.Tensor | None = None
+    # Per forward, optional (d2Cache): an attention function used instead of the model's backend, e.g. one that
+    # also records the attention weights for the rollout (illada/sampling/d2cache.py).
+    attn_fn: Callable | None = None
 
     @property
     def max_len(self) -> int:
         return self.k[0].shape[2]
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor, cache_start: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the fed tokens' keys/values [B, H, T, D]; return the whole cache's keys/values to attend over."""
+        if self.index is None:
+            self.k[layer][:, :, cache_start:cache_start + k.shape[2]] = k
+            self.v[layer][:, :, cache_start:cache_start + k.shape[2]] = v
+        else:
+            idx = self.index[:, None, :, None].expand_as(k)
+            for store, new in ((self.k[layer], k), (self.v[layer], v)):
+                if self.write is not None:
+                    # a padding slot writes back what it read (indices within a row are distinct)
+                    new = torch.where(self.write[:, None, :, None], new, store.gather(2, idx))
+                store.scatter_(2, idx, new)
+        return self.k[layer], self.v[layer]
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+        # LLaDA-MoE normalises every head of q and k (one weight of head_dim shared by the heads) before RoPE.
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x, cos, sin, key_mask, attn_fn, cache: KVCache | None, layer: int, cache_start: int):
         B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            cache.k[layer][:, :, cache_start:cache_start + T] = k
-            cache.v[layer][:, :, cache_start:cache_start + T] = v
-            k, v = cache.k[layer], cache.v[layer]
+            k, v = cache.update(layer, k, v, cache_start)
+        if cache is not None and cache.attn_fn is not None:
+            attn_fn = cache.attn_fn
         out = attn_fn(q, k, v, key_mask)
         return self.wo(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.w1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)  # gate
-        self.w3 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)  # up
-        self.w2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)  # down
+        self.w1 = nn.Linear(dim, hidden, bias=False)  # gate
+        self.w3 = nn.Linear(dim, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, dim, bias=False)  # down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class MoEFeedForward(nn.Module):
+    """Top-k routed SwiGLU experts (LLaDA-MoE / OLMoE routing), plus an optional always-on shared expert.
+
+    Router probabilities are a float32 softmax over ``gate(x)``; each token takes its ``experts_per_token`` most
+    probable experts, weighted by those probabilities (renormalised to sum to 1 only with ``norm_topk_prob``)
+    cast to the activation dtype, as the reference does.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.top_k, self.norm_topk_prob = cfg.experts_per_token, cfg.norm_topk_prob
+        self.gate = nn.Linear(cfg.dim, cfg.n_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(cfg.dim, cfg.ffn_dim) for _ in range(cfg.n_experts))
+        self.shared_expert = FeedForward(cfg.dim, cfg.shared_expert_ffn_dim) if cfg.shared_expert_ffn_dim else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        probs = torch.softmax(self.gate(x), dim=-1, dtype=torch.float32)
+        weights, chosen = torch.topk(probs, self.top_k, dim=-1)
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        weights = weights.to(x.dtype)
+        # Sort the (token, slot) pairs by expert once, then run each expert on its contiguous run of tokens:
+        # one loop over experts, none over tokens.
+        order = chosen.reshape(-1).argsort(stable=True)
+        token_of = order // self.top_k
+        counts = torch.bincount(chosen.reshape(-1), minlength=len(self.experts)).tolist()
+        routed = x[token_of]
+        pair_weights = weights.reshape(-1)[order, None]
+        outputs = []
+        for expert, rows, w in zip(self.experts, routed.split(counts), pair_weights.split(counts)):
+            if len(rows):
+                outputs.append(expert(rows) * w)
+        out = torch.zeros_like(x)
+        if outputs:  # an empty input routes nothing
+            out.index_add_(0, token_of, torch.cat(outputs))
+        if self.shared_expert is not None:
+            out = out + self.shared_expert(x)
+        return out.reshape(shape)
 
 
 class Block(nn.Module):
@@ -102,15 +175,18 @@ class Block(nn.Module):
         self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attention = Attention(cfg)
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.feed_forward = FeedForward(cfg)
+        self.feed_forward = MoEFeedForward(cfg) if cfg.is_moe else FeedForward(cfg.dim, cfg.ffn_dim)
 
     def forward(self, x, cos, sin, key_mask, attn_fn, cache, layer, cache_start):
+        if getattr(cache, "block_forward", None) is not None:
+            # a feature cache (dLLM-Cache) decides which positions of this block it recomputes
+            return cache.block_forward(self, layer, x, cos, sin, key_mask, attn_fn)
         h = x + self.attention(self.attention_norm(x), cos, sin, key_mask, attn_fn, cache, layer, cache_start)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
 class Transformer(nn.Module):
-    """Token ids (+ a 2-D padding mask) in, unshifted logits [B, T, vocab] out."""
+    """Token ids (+ a 2-D padding mask) in, unshifted logits [B, T, vocab] out, whatever the family."""
 
     def __init__(self, cfg: ModelConfig, attn_backend: str = "sdpa") -> None:
         super().__init__()
@@ -164,12 +240,21 @@ class Transformer(nn.Module):
         cache length with ``kv_cache``). Positions default to the count of real tokens before each position,
         so a left-padded row gets the same positions as the unpadded sequence. A [B, T, S] mask says which key
         each query may attend to (WINO's shadow block); it needs explicit ``position_ids``.
+
+        With ``config.logits_shift`` (Dream) the head's output at position i predicts token i+1; it is shifted
+        back as Dream's own sampler does (``cat([raw[:, :1], raw[:, :-1]])``). A position with no predecessor keeps
+        its own raw logits: position id 0 (the first real token, after any left padding) and the first fed
+        position of a cached slice (``cache_start``): do not decode that one from such a forward.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         S = kv_cache.max_len if kv_cache is not None else T
-        if kv_cache is not None and not 0 <= cache_start <= S - T:
+        if kv_cache is not None and kv_cache.index is not None:
+            if tuple(kv_cache.index.shape) != (B, T) or position_ids is None or cache_start != 0:
+                raise ValueError(f"an indexed cache forward needs index of shape {(B, T)}, position_ids and "
+                                 f"cache_start=0, got index {tuple(kv_cache.index.shape)}")
+        elif kv_cache is not None and not 0 <= cache_start <= S - T:
             raise ValueError(f"cache_start={cache_start} with {T} tokens does not fit a cache of length {S}")
         key_mask = None
         if attention_mask is not None and attention_mask.dim() == 3:
@@ -192,6 +277,12 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(input_ids)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, key_mask, attn_fn, kv_cache, i, cache_start)
+        if self.config.logits_shift:
+            # The head is applied per position, so shifting its input is shifting its logits, at dim rather
+            # than vocabulary width. A sequence's first token (position 0, after left padding too) has no
+            # predecessor and keeps its own: a left-padded row gets the logits of the same row unpadded.
+            shifted = torch.cat([h[:, :1], h[:, :-1]], dim=1)
+            h = torch.where((position_ids == 0)[..., None], h, shifted)
         return self.output(self.norm(h))
 
     # ------------------------------------------------------------------ construction
@@ -217,6 +308,6 @@ class Transformer(nn.Module):
             for name, p in model.named_parameters():
                 if name.endswith("norm.weight"):
                     p.fill_(1.0)
-                else:
+                else:  # biases too: random ones exercise them
                     p.normal_(0.0, std, generator=gen)
         return model

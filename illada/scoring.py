@@ -9,6 +9,8 @@ over (context ids, continuation ids) pairs:
 * :func:`confidence` -- iLLaDA's confidence-ordered chain rule: start fully masked, at each step reveal the masked
   position where the candidate's own token is most probable and add its log-prob (L forwards).
 * :func:`ar_order` -- the left-to-right chain rule (L forwards, all independent).
+* :func:`dream` -- Dream's lm-eval likelihoods (``nll_type`` mc / ar_ftb / ar_btf, ``log_type`` ftb / btf /
+  union, ``mc_num``, ``sampling_eps``), the model's EOS appended to each continuation as Dream's eval does.
 
 All pairs (candidates of a question and questions of a batch) are packed together, left-padded, and run in
 forwards of at most ``max_rows`` rows; :func:`score_questions` adds the per-question grouping and the
@@ -33,7 +35,13 @@ Pair = tuple[Sequence[int], Sequence[int]]
 @dataclass(frozen=True)
 class ScoringSettings:
     """``mask_id`` of the model at hand; ``mc_num``/``batch_size`` as LLaDA's get_log_likelihood (``batch_size``
-    rows share one stratified draw); ``max_rows`` caps the rows of one forward (memory, not semantics)."""
+    rows share one stratified draw); ``max_rows`` caps the rows of one forward (memory, not semantics).
+
+    Read only by the ``dream`` scorer (None = Dream's default): ``nll_type`` (``mc``: Monte-Carlo over random
+    masks; ``ar_ftb`` / ``ar_btf``: the chain rule left-to-right / right-to-left), ``log_type`` (``ftb``:
+    log p(continuation | context); ``btf``: log p(context | continuation); ``union``: the joint per token, mc
+    only) and ``sampling_eps`` (the lowest masking probability of mc).
+    """
 
     mask_id: int
     mc_num: int = 128
@@ -41,6 +49,9 @@ class ScoringSettings:
     cfg_scale: float = 0.0
     seed: int = 0
     max_rows: int = 16  # the model returns logits for every position: rows x length x vocab per forward
+    nll_type: str | None = None
+    log_type: str | None = None
+    sampling_eps: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("mask_id", "mc_num", "batch_size", "seed", "max_rows"):
@@ -57,6 +68,7 @@ class ScoringSettings:
                              f"batch_size={self.batch_size}")
         if not isinstance(self.cfg_scale, (int, float)) or not math.isfinite(self.cfg_scale) or self.cfg_scale < 0:
             raise ValueError(f"ScoringSettings.cfg_scale={self.cfg_scale!r}: must be a finite number >= 0")
+        _check_dream_fields(self)
 
 
 # ------------------------------------------------------------------------------------------------- packing
@@ -186,6 +198,7 @@ def likelihood_masks(lengths: torch.Tensor, settings: ScoringSettings) -> tuple[
 @torch.no_grad()
 def likelihood(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch.Tensor:
     """LLaDA's Monte-Carlo estimate of log p(continuation | context) (an ELBO), one value per pair."""
+    check_scorer_settings("likelihood", settings)
     packed = _pack(model, pairs, settings.mask_id)
     pair, counts, masked = likelihood_masks(packed.lengths, settings)
     device = packed.tokens.device
@@ -203,6 +216,7 @@ def likelihood(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch
 @torch.no_grad()
 def confidence(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch.Tensor:
     """iLLaDA confidence-based score: greedy reveal order by the candidate's own token probability."""
+    check_scorer_settings("confidence", settings)
     packed = _pack(model, pairs, settings.mask_id)
     device = packed.tokens.device
     hidden = packed.valid.clone()  # still-masked continuation positions
@@ -221,6 +235,7 @@ def confidence(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch
 @torch.no_grad()
 def ar_order(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch.Tensor:
     """Left-to-right chain rule: row (pair, i) masks continuation tokens i.. and scores token i."""
+    check_scorer_settings("ar_order", settings)
     packed = _pack(model, pairs, settings.mask_id)
     device = packed.tokens.device
     pair = torch.arange(len(pairs), device=device).repeat_interleave(packed.lengths)
@@ -235,8 +250,142 @@ def ar_order(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch.T
     return total.cpu()
 
 
+# ------------------------------------------------------------------------------------------------- Dream
+DREAM_NLL_TYPES: tuple[str, ...] = ("mc", "ar_ftb", "ar_btf")
+DREAM_LOG_TYPES: tuple[str, ...] = ("ftb", "btf", "union")
+DREAM_FIELDS: tuple[str, ...] = ("nll_type", "log_type", "sampling_eps")
+
+
+def _check_dream_fields(s: ScoringSettings) -> None:
+    if s.nll_type is not None and s.nll_type not in DREAM_NLL_TYPES:
+        raise ValueError(f"ScoringSettings.nll_type={s.nll_type!r}: choose one of {list(DREAM_NLL_TYPES)}")
+    if s.log_type is not None and s.log_type not in DREAM_LOG_TYPES:
+        raise ValueError(f"ScoringSettings.log_type={s.log_type!r}: choose one of {list(DREAM_LOG_TYPES)}")
+    if s.log_type == "union" and s.nll_type not in (None, "mc"):
+        raise ValueError(f"ScoringSettings.log_type='union': only with nll_type 'mc' (Dream), not {s.nll_type!r}")
+    eps = s.sampling_eps
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps <= 1):
+        raise ValueError(f"ScoringSettings.sampling_eps={eps!r}: the lowest masking probability must lie in (0, 1]")
+
+
+def check_scorer_settings(scorer: str, s: ScoringSettings) -> None:
+    """Fields the named scorer cannot use are errors, not no-ops (a scorer also checks this before its first
+    forward; ``illada.evaluate`` checks it before loading the model)."""
+    if scorer == "dream":
+        if s.cfg_scale:
+            raise ValueError(f"ScoringSettings.cfg_scale={s.cfg_scale!r}: scorer dream has no guidance (leave it 0)")
+        return
+    for name in DREAM_FIELDS:
+        if getattr(s, name) is not None:
+            raise ValueError(f"ScoringSettings.{name}={getattr(s, name)!r}: only read by scorer dream "
+                             f"(scorer={scorer!r})")
+
+
+def _dream_draws(length: int, n_context: int, log_type: str, s: ScoringSettings, eps: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dream's mc noising of one pair of ``length`` tokens: (masked [R, length], 1/p_mask [R]) for
+    R = max(mc_num // batch_size, 1) * batch_size rows. Each of the draws takes one offset u0 and stratifies the
+    masking probability t over its ``batch_size`` rows; the first and last tokens are never masked (Dream's BOS /
+    EOS); ``log_type`` keeps the masks of the continuation (ftb), the context (btf) or both (union). The stream
+    is Dream's after ``torch.manual_seed(seed)`` (on CPU), restarted for every pair."""
+    gen = torch.Generator().manual_seed(s.seed)
+    b = s.batch_size
+    masks, weights = [], []
+    for _ in range(max(s.mc_num // b, 1)):
+        u0 = torch.rand(1, generator=gen, dtype=torch.float32)
+        t = (u0 + torch.arange(b).float() / b) % 1
+        p_mask = (1 - eps) * t + eps
+        masked = torch.rand((b, length), generator=gen) < p_mask[:, None]
+        masked[:, 0] = masked[:, -1] = False
+        if log_type == "ftb":
+            masked[:, :n_context] = False
+        elif log_type == "btf":
+            masked[:, n_context:] = False
+        masks.append(masked)
+        weights.append(1.0 / p_mask.double())
+    return torch.cat(masks), torch.cat(weights)
+
+
+def _dream_chain(length: int, n_context: int, nll_type: str, log_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dream's ar rows of one pair: (masked [n, length], scored column [n]) for the n tokens of the scored part
+    (the continuation for ftb, the context for btf); row i scores the part's token i with the part's tokens from
+    i on (ar_ftb, left to right) or up to i (ar_btf, right to left) masked; the other part stays visible."""
+    lo, hi = (n_context, length) if log_type == "ftb" else (0, n_context)
+    n = hi - lo
+    i = torch.arange(n)[:, None]
+    j = torch.arange(n)[None, :]
+    hidden = j >= i if nll_type == "ar_ftb" else j <= i
+    masked = torch.zeros(n, length, dtype=torch.bool)
+    masked[:, lo:hi] = hidden
+    return masked, lo + torch.arange(n)
+
+
+@torch.no_grad()
+def dream(model, pairs: Sequence[Pair], settings: ScoringSettings) -> torch.Tensor:
+    """Dream's lm-eval log-likelihood (DreamLM/Dream ``eval/eval.py``) of each pair, the model's EOS appended to
+    the continuation as Dream's ``_encode_pair`` does.
+
+    ``mc``: -(1/R) sum over R noised rows of sum_{masked} CE / p_mask (``ftb``: only continuation tokens masked
+    and scored; ``btf``: only context tokens; ``union``: both, divided by the pair's length). ``ar_ftb`` /
+    ``ar_btf``: the exact chain rule over the scored part, left to right / right to left (no randomness).
+    Rows of all pairs with the same length share forwards of at most ``max_rows`` rows (no padding).
+    """
+    s = settings
+    nll_type, log_type = s.nll_type or "mc", s.log_type or "ftb"
+    eps = 1e-3 if s.sampling_eps is None else s.sampling_eps
+    check_scorer_settings("dream", s)
+    eos = getattr(getattr(model, "config", None), "eos_token_id", None)
+    if eos is None:
+        raise ValueError("scorer dream appends the model's EOS to each continuation (as Dream's eval): "
+                         "model.config.eos_token_id is missing")
+    for n, (_, cont) in enumerate(pairs):
+        if not len(cont):
+            raise ValueError(f"pair {n}: the continuation is empty")
+    packed = _pack(model, [(ctx, [*cont, eos]) for ctx, cont in pairs], s.mask_id)
+    device = packed.tokens.device
+    lengths = packed.attention.sum(dim=1).cpu()
+    n_context = packed.context.sum(dim=1).cpu()
+    width = packed.tokens.shape[1]
+    pair_of, masks, weights, divisors = [], [], [], []
+    for n in range(len(pairs)):
+        L, C = int(lengths[n]), int(n_context[n])
+        if nll_type == "mc":
+            masked, weight = _dream_draws(L, C, log_type, s, eps)
+            weight = weight[:, None].expand(masked.shape) / len(masked)  # the mean over rows
+            divisors.append(float(L) if log_type == "union" else 1.0)
+        else:
+            masked, column = _dream_chain(L, C, nll_type, log_type)
+            weight = torch.zeros(masked.shape, dtype=torch.float64)
+            weight[torch.arange(len(column)), column] = 1.0
+            divisors.append(1.0)
+        # right-align to the packed row (left padding), scored positions = masked positions with a weight
+        full_mask = torch.zeros(len(masked), width, dtype=torch.bool)
+        full_weight = torch.zeros(len(masked), width, dtype=torch.float64)
+        full_mask[:, width - L:] = masked
+        full_weight[:, width - L:] = weight * masked
+        pair_of.append(torch.full((len(masked),), n))
+        masks.append(full_mask)
+        weights.append(full_weight)
+    pair = torch.cat(pair_of).to(device)
+    mask, weight = torch.cat(masks).to(device), torch.cat(weights).to(device)
+    total = torch.zeros(len(pairs), dtype=torch.float64, device=device)
+    # Forwards hold rows of one length only, unpadded: Dream's logit shift gives a pair's first token the head
+    # output of the column before it, its own in Dream's unpadded rows (scored by ar_btf and btf) but a padding
+    # column's in a left-padded batch.
+    row_length = lengths.to(device)[pair]
+    for L in sorted(set(lengths.tolist())):
+        same = (row_length == L).nonzero().squeeze(-1)
+        for rows in same.split(s.max_rows):
+            tokens = packed.tokens[pair[rows], width - L:]
+            x = torch.where(mask[rows, width - L:], torch.full_like(tokens, s.mask_id), tokens)
+            log_p = torch.log_softmax(model(x, None).float(), dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+            total.index_add_(0, pair[rows], (log_p.double() * weight[rows, width - L:]).sum(dim=-1))
+    return (total / torch.tensor(divisors, dtype=torch.float64, device=device)).cpu()
+
+
 Scorer = Callable[[object, Sequence[Pair], ScoringSettings], torch.Tensor]
-SCORERS: dict[str, Scorer] = {"likelihood": likelihood, "confidence": confidence, "ar_order": ar_order}
+SCORERS: dict[str, Scorer] = {"likelihood": likelihood, "confidence": confidence, "ar_order": ar_order,
+                              "dream": dream}
 
 
 # ------------------------------------------------------------------------------------------------- questions

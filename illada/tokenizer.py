@@ -1,4 +1,5 @@
-"""Tokenizers from ``tokenizer.json`` + ``tokenizer_config.json`` and the special ids a sampler needs.
+"""Tokenizers from ``tokenizer.json`` (or Qwen2-style ``vocab.json`` + ``merges.txt``, as Dream ships) with
+``tokenizer_config.json``, and the special ids a sampler needs.
 
 Special ids (mask, EOS, end-of-turn, end-of-thinking, pad, BOS) always come from the checkpoint at hand:
 LLaDA's 126081/126348 are ordinary tokens in iLLaDA's vocabulary, and 126336 is not iLLaDA's mask.
@@ -15,6 +16,11 @@ import torch
 
 # Token strings recognised per role, in order of preference (LLaDA, iLLaDA/Seed, common conventions).
 MASK_TOKENS = ("<|mdm_mask|>", "<[MASK]>", "[MASK]", "<|mask|>", "<mask>")
+# Slow byte-level BPE tokenizers whose files (vocab.json + merges.txt) are converted here: Dream's DreamTokenizer
+# is Qwen2's tokenizer under another name. The split pattern is the one both classes use.
+QWEN2_TOKENIZER_CLASSES = ("Qwen2Tokenizer", "Qwen2TokenizerFast", "DreamTokenizer")
+QWEN2_SPLIT_PATTERN = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+                       r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
 EOT_TOKENS = ("<|eot_id|>", "<|im_end|>", "<seed:eos>", "<|end_of_turn|>", "<end_of_turn>", "<|end|>")
 END_THINK_TOKENS = ("</think>", "</seed:think>", "<|end_of_thinking|>")
 
@@ -47,20 +53,30 @@ class Tokenizer:
         self.config = config or {}
         self.source = source
 
+    @staticmethod
+    def files_present(path: str | Path) -> bool:
+        """Whether ``path`` holds a tokenizer this class reads: tokenizer.json, or vocab.json + merges.txt."""
+        path = Path(path)
+        slow = (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+        return (path / "tokenizer.json").is_file() or slow
+
     @classmethod
     def from_dir(cls, path: str | Path) -> "Tokenizer":
         from tokenizers import Tokenizer as HFTokenizer
 
         path = Path(path)
         tok_file = path / "tokenizer.json"
-        if not tok_file.is_file():
-            raise TokenizerError(f"{tok_file}: tokenizer.json not found (only the fast-tokenizer format is supported)")
-        try:
-            backend = HFTokenizer.from_file(str(tok_file))
-        except Exception as e:
-            raise TokenizerError(f"{tok_file}: cannot parse tokenizer ({e})") from e
         cfg_file = path / "tokenizer_config.json"
         config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        if tok_file.is_file():
+            try:
+                backend = HFTokenizer.from_file(str(tok_file))
+            except Exception as e:
+                raise TokenizerError(f"{tok_file}: cannot parse tokenizer ({e})") from e
+        elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+            backend = _qwen2_bpe(path, config)
+        else:
+            raise TokenizerError(f"{tok_file}: tokenizer.json not found, nor vocab.json + merges.txt (Qwen2/Dream)")
         return cls(backend, config, source=str(path))
 
     # ------------------------------------------------------------------ ids and text
@@ -101,6 +117,45 @@ class Tokenizer:
             messages=messages, add_generation_prompt=add_generation_prompt,
             bos_token=self.special_token("bos_token") or "", eos_token=self.special_token("eos_token") or "",
         )
+
+
+def _qwen2_bpe(path: Path, config: dict[str, Any]) -> Any:
+    """The fast equivalent of a Qwen2 (or Dream) slow tokenizer: NFC, Qwen2's split pattern, byte-level BPE,
+    and the added tokens of ``tokenizer_config.json`` at the ids it gives them."""
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    cls_name = config.get("tokenizer_class")
+    if cls_name not in QWEN2_TOKENIZER_CLASSES:
+        raise TokenizerError(f"{path / 'tokenizer_config.json'}: tokenizer_class={cls_name!r} with vocab.json + "
+                             f"merges.txt is not supported (only {list(QWEN2_TOKENIZER_CLASSES)}; "
+                             "or give a tokenizer.json)")
+    try:
+        bpe = models.BPE.from_file(str(path / "vocab.json"), str(path / "merges.txt"))
+    except Exception as e:
+        raise TokenizerError(f"{path}: cannot read vocab.json / merges.txt ({e})") from e
+    tok = HFTokenizer(bpe)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    added = {int(i): v for i, v in (config.get("added_tokens_decoder") or {}).items()}
+    extra_file = path / "added_tokens.json"
+    if extra_file.is_file():
+        for content, i in json.loads(extra_file.read_text()).items():
+            added.setdefault(int(i), {"content": content, "special": True})
+    for i in sorted(added):
+        spec = added[i]
+        token = AddedToken(spec["content"], single_word=spec.get("single_word", False),
+                           lstrip=spec.get("lstrip", False), rstrip=spec.get("rstrip", False),
+                           normalized=spec.get("normalized", False), special=spec.get("special", True))
+        (tok.add_special_tokens if token.special else tok.add_tokens)([token])
+        if tok.token_to_id(spec["content"]) != i:
+            raise TokenizerError(f"{path}: added token {spec['content']!r} should have id {i}, the vocabulary gives "
+                                 f"{tok.token_to_id(spec['content'])} (added tokens must follow vocab.json in order)")
+    return tok
 
 
 def pad_left(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

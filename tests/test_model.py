@@ -134,7 +134,7 @@ def test_config_validation_names_the_field():
         ModelConfig(vocab_size=10, dim=0, n_layers=1, n_heads=1, n_kv_heads=1, ffn_dim=4)
     with pytest.raises(ConfigError, match="unknown model preset 'gpt2'"):
         preset("gpt2")
-    assert set(PRESETS) == {"llada-8b", "illada-8b"}
+    assert set(PRESETS) == {"llada-8b", "illada-8b", "llada-1.5-8b", "dream-7b", "llada-moe-7b-a1b"}
 
 
 @pytest.mark.gpu

@@ -93,7 +93,10 @@ def tiny(cfg: ModelConfig) -> ModelConfig:
     renumber = {old: vocab - 1 - i for i, old in enumerate(dict.fromkeys(s for s in specials if s is not None))}
     n_heads = max(4, groups)
     return cfg.replace(vocab_size=vocab, dim=64, n_layers=2, n_heads=n_heads, n_kv_heads=n_heads // groups,
-                       head_dim=16, ffn_dim=128, mask_token_id=renumber.get(cfg.mask_token_id),
+                       head_dim=16, ffn_dim=128, n_experts=min(cfg.n_experts, 4),
+                       experts_per_token=min(cfg.experts_per_token, 2),
+                       shared_expert_ffn_dim=min(cfg.shared_expert_ffn_dim, 128),
+                       mask_token_id=renumber.get(cfg.mask_token_id),
                        eos_token_id=renumber.get(cfg.eos_token_id), pad_token_id=renumber.get(cfg.pad_token_id),
                        bos_token_id=renumber.get(cfg.bos_token_id))
 

@@ -55,6 +55,9 @@ class Decoder:
 
     name: ClassVar[str] = ""
     ranks_stale_prefix: ClassVar[bool] = False  # LLaDA's quirk: masks left of the block stay candidates
+    # a sampler that does not fit the block loop (Dream's: no blocks, its own random stream) runs this instead:
+    # own_loop(model, prompt_ids, settings, attention_mask, generator) -> GenerationResult
+    own_loop: ClassVar[Callable | None] = None
 
     def __init__(self, settings: SamplerSettings) -> None:
         self.s = settings
@@ -280,3 +283,4 @@ class Calibration:
 
 # the decoders of their own modules register themselves on import (KLASS, credit decoding, WINO, SlowFast)
 from illada.sampling import credit, klass, slow_fast, wino  # noqa: E402,F401
+from illada.sampling import dream  # noqa: E402,F401  (Dream's sampler: own_loop, illada/sampling/dream.py)

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from illada.sampling import decoders, rules
+from illada.sampling.d2cache import D2Cache
+from illada.sampling.dkv_cache import DKVCache
+from illada.sampling.dllm_cache import DLLMCache
 from illada.sampling.guidance import combine_guided, with_unconditional_rows
 from illada.sampling.settings import SamplerSettings
 from illada.timing import synchronize
@@ -50,6 +53,13 @@ class GenerationResult:
         return float(self.generated_tokens.sum()) / max(self.wall_time_s, 1e-12)
 
 
+# cache modes beyond Fast-dLLM's prefix/dual: name -> class(model, settings, attention_mask), called per step as
+# (x, start, end, step) -> (logits, offset) (see /work/notes/cache_api.md and illada/sampling/dkv_cache.py)
+# A class with ``spans_blocks = True`` (d2Cache) is built once per generate() and kept across blocks; one with an
+# ``after_step(x, window_start, commit)`` method sees each step's commits.
+CACHE_CLASSES: dict[str, type] = {"dkv": DKVCache, "dllm": DLLMCache, "d2cache": D2Cache}
+
+
 class _Forward:
     """Logits of the block window [start, end) of a canvas, through the chosen cache mode.
 
@@ -58,11 +68,14 @@ class _Forward:
     """
 
     def __init__(self, model, settings: SamplerSettings, attention_mask: torch.Tensor | None,
-                 prompt_index: torch.Tensor) -> None:
+                 prompt_index: torch.Tensor, mode=None) -> None:
         self.model, self.settings = model, settings
         self.attention_mask, self.prompt_index = attention_mask, prompt_index
         self.cache = None
         self.calls = 0
+        # a cache with its own forward rule (dkv_cache.py): one object per block holds its state
+        self.mode = mode if mode is not None else CACHE_CLASSES[settings.cache](model, settings, attention_mask) \
+            if settings.cache in CACHE_CLASSES else None
 
     def __call__(self, x: torch.Tensor, start: int, end: int, step: int) -> tuple[torch.Tensor, int]:
         s = self.settings
@@ -72,6 +85,8 @@ class _Forward:
         self.calls += 1
         if s.cache == "none":
             return self.model(x, mask), 0
+        if self.mode is not None:
+            return self.mode(x, start, end, step)
         if step == 0:  # block start: a full forward refreshes the whole cache
             self.cache = self.model.new_kv_cache(x.shape[0], x.shape[1])
             return self.model(x, mask, kv_cache=self.cache, cache_start=0), 0
@@ -85,6 +100,7 @@ class _Sampler:
                  frequencies: torch.Tensor | None = None) -> None:
         self.model, self.s, self.generator = model, settings, generator
         self.decoder = decoders.build(settings)
+        self.spanning_mode = None  # a cache mode whose state spans the blocks (CACHE_CLASSES, spans_blocks)
         self.calibrate = decoders.Calibration(settings, frequencies)
         self.steps: list[torch.Tensor] = []  # committed counts per step, [B_active] each
         self.step_rows: list[torch.Tensor] = []  # row ids those counts belong to
@@ -93,7 +109,10 @@ class _Sampler:
                       rows: torch.Tensor, first: int, start: int, end: int) -> int:
         """Unmask x[:, start:end] in place (``first`` = first generated column); returns the number of forwards."""
         s, decoder = self.s, self.decoder
-        forward = _Forward(self.model, s, attention_mask, prompt_index)
+        mode_class = CACHE_CLASSES.get(s.cache)
+        if getattr(mode_class, "spans_blocks", False) and self.spanning_mode is None:
+            self.spanning_mode = mode_class(self.model, s, attention_mask)
+        forward = _Forward(self.model, s, attention_mask, prompt_index, self.spanning_mode)
         decoder.begin_block(x, start, end)
         lo = start
         if decoder.ranks_stale_prefix:
@@ -120,6 +139,8 @@ class _Sampler:
                 window[out.remask] = s.mask_id
             tokens = x0 if out.tokens is None else out.tokens
             window[out.commit] = tokens[out.commit]
+            if hasattr(forward.mode, "after_step"):
+                forward.mode.after_step(x, window_start, out.commit)
             self.steps.append(out.commit.sum(dim=-1))
             self.step_rows.append(rows)
             step += 1
@@ -190,6 +211,9 @@ def generate(model, prompt_ids: torch.Tensor, settings: SamplerSettings,
         from illada.sampling.token_frequencies import load_frequencies  # lazily: it is also a CLI module
 
         frequencies = load_frequencies(settings.token_frequencies, vocab)
+    own_loop = decoders.DECODER_CLASSES[settings.decoder].own_loop
+    if own_loop is not None:  # e.g. Dream's sampler (illada/sampling/dream.py)
+        return own_loop(model, prompt_ids, settings, attention_mask, generator)
     sampler = _Sampler(model, settings, generator, frequencies)
     synchronize(device)
     t0 = time.perf_counter()
@@ -311,4 +335,14 @@ def _check_inputs(model, prompt_ids: torch.Tensor, s: SamplerSettings, attention
     if s.cache != "none" and not callable(getattr(model, "new_kv_cache", None)):
         raise ValueError(f"SamplerSettings.cache={s.cache!r} needs a model with a KV cache (new_kv_cache); "
                          f"{type(model).__name__} has none")
+    if s.cache == "dllm" and not s.is_fixed_schedule and prompt_ids.shape[0] > 1:
+        # its refresh schedule counts the forwards of the whole call: in a batch, a row's schedule would follow
+        # the slowest row's block lengths and the row would differ from its unbatched run
+        raise ValueError(f"SamplerSettings.cache='dllm' with an adaptive rule (decoder={s.decoder!r}, "
+                         f"threshold={s.threshold}, factor={s.factor}) runs one row at a time (batch size 1); got "
+                         f"a batch of {prompt_ids.shape[0]}")
+    if getattr(CACHE_CLASSES.get(s.cache), "feeds_columns", False) and getattr(config, "logits_shift", False):
+        # a shifted head reads each position's predecessor, which a gathered subset of columns does not hold
+        raise ValueError(f"SamplerSettings.cache={s.cache!r} feeds scattered columns and needs unshifted logits; "
+                         "this model shifts them (logits_shift, e.g. Dream)")
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 Remasking = Literal["low_confidence", "random", "topk_margin", "entropy"]
-CacheMode = Literal["none", "prefix", "dual"]
+CacheMode = Literal["none", "prefix", "dual", "dkv", "dllm", "d2cache"]
 ConfidencePrecision = Literal["auto", "logits", "float64"]
 
 REMASKING: tuple[str, ...] = ("low_confidence", "random", "topk_margin", "entropy")
-CACHE_MODES: tuple[str, ...] = ("none", "prefix", "dual")
+CACHE_MODES: tuple[str, ...] = ("none", "prefix", "dual", "dkv", "dllm", "d2cache")
 CONFIDENCE_PRECISIONS: tuple[str, ...] = ("auto", "logits", "float64")
 
 
@@ -31,9 +31,17 @@ class SamplerSettings:
     * ``steps``: total steps of the fixed schedule, ``steps / (gen_length / block_length)`` per block. Ignored by
       the ``threshold``/``factor`` rules and the adaptive decoders, which end a block when it has no mask left.
     * ``threshold`` (tau in (0, 1]) / ``factor`` (f > 0): Fast-dLLM's parallel decoding rules (at most one).
-    * ``cache``: ``prefix`` or ``dual`` KV cache, refreshed by a full forward at each block start.
+    * ``cache``: ``prefix`` or ``dual`` KV cache, refreshed by a full forward at each block start; ``dkv``:
+      dKV-Cache-Decode (illada/sampling/dkv_cache.py), keys/values of decoded tokens cached one step late and
+      refreshed every ``cache_steps`` steps; ``dllm``: dLLM-Cache (illada/sampling/dllm_cache.py), prompt and
+      response features refreshed every ``prompt_interval_steps`` / ``gen_interval_steps`` forwards, in between
+      the ``transfer_ratio`` of response columns whose values changed most; ``d2cache``: d2Cache
+      (illada/sampling/d2cache.py), one full forward, then only the ``current_k`` masked positions best by
+      certainty prior (width ``cache_sigma``), the just-decoded ones and the ``rollout_p`` share of the attention
+      rollout (gaps up to ``inflate_w`` filled). A cache's knobs are declared in :data:`CACHES`.
     * ``confidence_precision``: dtype of the softmax behind the confidence. ``auto`` follows the reference of the
-      mode at hand: the logits' dtype for the LLaDA path, float64 whenever a Fast-dLLM rule or cache is on.
+      mode at hand: the logits' dtype for the LLaDA path, float64 whenever a Fast-dLLM rule or cache is on
+      (and with dKV-Cache, as its reference; the fixed schedule with dLLM-Cache or d2Cache: the logits' dtype).
     * ``seed``: seeds a private generator (same stream as ``torch.manual_seed(seed)`` before the reference
       code); ``None`` draws from torch's global generator.
     * ``decoder``: the selection rule, a name of :data:`DECODERS` (e.g. ``llada``: fixed schedule / Fast-dLLM
@@ -42,6 +50,8 @@ class SamplerSettings:
       ``slow_fast``: SlowFast sampling).
       Its knobs (e.g. ``gamma``; ``threshold``/``low_threshold`` for ``hierarchy``) default to the reference's
       published values; a knob the selected decoder does not read is an error.
+    * ``alg`` / ``alg_temp`` / ``top_p`` / ``top_k`` / ``eps``: decoder ``dream``, Dream's ``diffusion_generate``
+      (``gen_length`` = its ``max_new_tokens``, ``steps`` = its ``steps``, one block: ``block_length = gen_length``).
     * ``sigma``: d2Cache's certainty prior (confidence times a Gaussian density of decoded neighbours).
     * ``debias`` / ``clip_alpha`` / ``pc_lambda`` / ``token_frequencies``: PC-Sampler's calibration
       ``exp(-pc_lambda * j) * min(-p(x0) log f(x0), clip_alpha)`` with token frequencies f from a file (None:
@@ -84,12 +94,28 @@ class SamplerSettings:
     cycle_length_stability_std_dev_threshold: float | None = None
     high_confidence_threshold: float | None = None
     max_sub_cycles_per_block: int | None = None
+    # Dream's diffusion_generate (illada/sampling/dream.py): one canvas, no blocks
+    alg: str | None = None
+    alg_temp: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    eps: float | None = None
     # ---- confidence calibrations, for confidence-ranked decoders (DecoderSpec.calibrations)
     sigma: float | None = None
     debias: bool = False
     clip_alpha: float | None = None
     pc_lambda: float | None = None
     token_frequencies: str | None = None
+    # ---- cache knobs (CACHES); None = the cache's published default
+    cache_steps: int | None = None
+    prompt_interval_steps: int | None = None  # dLLM-Cache (illada/sampling/dllm_cache.py)
+    gen_interval_steps: int | None = None
+    transfer_ratio: float | None = None
+    # d2Cache (illada/sampling/d2cache.py); cache_sigma is its certainty prior's width (``sigma`` is the decoder's)
+    rollout_p: float | None = None
+    current_k: int | None = None
+    cache_sigma: float | None = None
+    inflate_w: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop_ids, list):
@@ -139,6 +165,20 @@ class SamplerSettings:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise _bad("seed", self.seed, "must be an integer or None")
         self._resolve_decoder()
+        self._resolve_cache()
+
+    def _resolve_cache(self) -> None:
+        """Reject knobs the selected cache does not read, fill in its published defaults, run its checks."""
+        spec = CACHES[self.cache]
+        for name in sorted(CACHE_KNOB_FIELDS - set(spec.knobs)):
+            if getattr(self, name) is not None:
+                users = [c for c, sp in CACHES.items() if name in sp.knobs]
+                raise _bad(name, getattr(self, name), f"only used by cache {'|'.join(users)} (cache={self.cache!r})")
+        for name, default in spec.knobs.items():
+            if getattr(self, name) is None and default is not None:
+                object.__setattr__(self, name, default)
+        if spec.check is not None:
+            spec.check(self)
 
     def _resolve_decoder(self) -> None:
         """Reject knobs the selected decoder does not read, fill in its published defaults, run its checks."""
@@ -191,6 +231,10 @@ class SamplerSettings:
             # the other decoders' references (d2Cache, dInfer, SGLang) take it in the logits' dtype.
             if self.decoder != "llada":
                 return self.decoder_spec.float64_confidence
+            if self.cache == "dllm" and self.is_fixed_schedule:  # dLLM-Cache's generate(): the logits' dtype
+                return False
+            if self.cache == "d2cache":  # d2Cache's loop: the logits' dtype
+                return False
             return not self.is_fixed_schedule or self.cache != "none"
         return self.confidence_precision == "float64"
 
@@ -367,12 +411,118 @@ SLOW_FAST_KNOBS: dict[str, Any] = {
     "max_sub_cycles_per_block": 256,
 }
 
+# ------------------------------------------------------------------------------------------------ caches
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache mode reads from :class:`SamplerSettings` (torch-free; the implementation is dispatched by
+    ``illada/sampling/loop.py`` ``_Forward``). ``knobs``: field -> published default; ``check``: raises
+    ``_bad(field, value, why)`` for a bad value or a combination the cache does not support."""
+
+    knobs: dict[str, Any] = field(default_factory=dict)
+    check: Callable[["SamplerSettings"], None] | None = None
+
+
+def _check_dkv(s: SamplerSettings) -> None:
+    if isinstance(s.cache_steps, bool) or not isinstance(s.cache_steps, int) or s.cache_steps < 1:
+        raise _bad("cache_steps", s.cache_steps, "the refresh interval must be an integer >= 1 (1: every step)")
+    if s.cfg_scale > 0:
+        raise _bad("cfg_scale", s.cfg_scale, "cache 'dkv' has no guidance in its reference (dKV-Cache raises "
+                   "for cfg_scale > 0 with the cache); use 0")
+
+
+def _check_dllm(s: SamplerSettings) -> None:
+    for name in ("prompt_interval_steps", "gen_interval_steps"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _bad(name, value, "the refresh interval in forwards must be an integer >= 1 (1: every forward)")
+    if not (_finite(s.transfer_ratio) and 0 <= s.transfer_ratio <= 1):
+        raise _bad("transfer_ratio", s.transfer_ratio, "the share of response columns refreshed must lie in [0, 1]")
+    if s.cfg_scale > 0:
+        raise _bad("cfg_scale", s.cfg_scale, "cache 'dllm' is supported without guidance (dLLM-Cache's guidance "
+                   "cache is another mechanism); use 0")
+    if s.variable_length:
+        raise _bad("variable_length", True, "cache 'dllm' keeps features of a fixed canvas across blocks; use a "
+                   "fixed gen_length")
+
+
+def _check_d2cache(s: SamplerSettings) -> None:
+    if not (_finite(s.rollout_p) and 0 <= s.rollout_p <= 1):
+        raise _bad("rollout_p", s.rollout_p, "the attention-rollout share must lie in [0, 1]")
+    for name, low in (("current_k", 1), ("inflate_w", 0)):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise _bad(name, value, f"must be an integer >= {low}")
+    if not (_finite(s.cache_sigma) and s.cache_sigma > 0):
+        raise _bad("cache_sigma", s.cache_sigma, "the certainty prior's kernel width must be a finite number > 0")
+    if s.decoder not in ("llada", "eb_sampler"):
+        raise _bad("decoder", s.decoder, "cache 'd2cache' runs with d2Cache's own decoding (decoder llada: fixed "
+                   "schedule / threshold / factor, or eb_sampler)")
+    unsupported = {"cfg_scale": (s.cfg_scale, 0.0), "variable_length": (s.variable_length, False),
+                   "remasking": (s.remasking, "low_confidence"), "debias": (s.debias, False),
+                   "logits_eos_inf": (s.logits_eos_inf, False),
+                   "confidence_eos_eot_inf": (s.confidence_eos_eot_inf, False)}
+    for name, (value, default) in unsupported.items():
+        if value != default:
+            raise _bad(name, value, f"cache 'd2cache' ranks its queries by the first forward's plain p(x0) over a "
+                       f"fixed canvas; leave {name} at {default!r}")
+
+
+CACHES: dict[str, CacheSpec] = {
+    "none": CacheSpec(),
+    "prefix": CacheSpec(),  # Fast-dLLM's prefix cache: refreshed at each block start
+    "dual": CacheSpec(),  # Fast-dLLM's dual cache
+    # dKV-Cache-Decode (horseee/dKV-Cache; cache_steps 8: its README's LLaDA example, cache_reloading_step=8)
+    "dkv": CacheSpec(knobs={"cache_steps": 8}, check=_check_dkv),
+    # dLLM-Cache (maomaocun/dLLM-Cache scripts/run_LLaDA_gsm8k_Instruct.sh: Kp 50, Kr 7, rho 0.25)
+    "dllm": CacheSpec(knobs={"prompt_interval_steps": 50, "gen_interval_steps": 7, "transfer_ratio": 0.25},
+                      check=_check_dllm),
+    # d2Cache (Kamichanw/d2Cache configs/cache/d2cache.yaml; cache_sigma = its sigma)
+    "d2cache": CacheSpec(knobs={"rollout_p": 0.1, "current_k": 32, "cache_sigma": 10.0, "inflate_w": 0},
+                         check=_check_d2cache),
+}
+CACHE_KNOB_FIELDS = frozenset({"cache_steps", "prompt_interval_steps", "gen_interval_steps", "transfer_ratio",
+                               "rollout_p", "current_k", "cache_sigma", "inflate_w"})
+
+# ---- Dream (illada/sampling/dream.py)
+DREAM_ALGS: tuple[str, ...] = ("origin", "maskgit_plus", "topk_margin", "entropy")
+
+
+def _check_dream(s: SamplerSettings) -> None:
+    if s.alg not in DREAM_ALGS:
+        raise _bad("alg", s.alg, f"unknown Dream alg; choose one of {list(DREAM_ALGS)}")
+    if s.alg_temp is not None:
+        if not _finite(s.alg_temp) or s.alg_temp < 0:
+            raise _bad("alg_temp", s.alg_temp, "must be a finite number >= 0 or None (top-k by confidence)")
+        if s.alg == "origin":
+            raise _bad("alg_temp", s.alg_temp, "alg 'origin' unmasks at random and reads no alg_temp")
+    if s.top_p is not None and not (_finite(s.top_p) and 0 < s.top_p <= 1):
+        raise _bad("top_p", s.top_p, "must lie in (0, 1] or be None (off)")
+    if s.top_k is not None and (isinstance(s.top_k, bool) or not isinstance(s.top_k, int) or s.top_k < 1):
+        raise _bad("top_k", s.top_k, "must be an integer >= 1 or None (off)")
+    if not (_finite(s.eps) and 0 <= s.eps < 1):
+        raise _bad("eps", s.eps, "the final timestep must lie in [0, 1)")
+    if s.block_length != s.gen_length:
+        raise _bad("block_length", s.block_length,
+                   f"decoder dream denoises one canvas; set block_length = gen_length = {s.gen_length}")
+    unsupported = {"remasking": (s.remasking, "low_confidence"), "cfg_scale": (s.cfg_scale, 0.0),
+                   "cache": (s.cache, "none"), "variable_length": (s.variable_length, False),
+                   "logits_eos_inf": (s.logits_eos_inf, False),
+                   "confidence_eos_eot_inf": (s.confidence_eos_eot_inf, False)}
+    for name, (value, default) in unsupported.items():
+        if value != default:
+            raise _bad(name, value, f"decoder dream (Dream's diffusion_generate) has no such option; "
+                       f"leave it at {default!r} (alg chooses the unmasking order)")
+    if s.confidence_precision == "float64":
+        raise _bad("confidence_precision", "float64", "decoder dream takes the softmax in the logits' dtype, as "
+                   "Dream's sampler; use 'auto'")
+
+
 # Knobs a decoder may own (all default to None/False; set only when the decoder reads them).
 KNOB_FIELDS = frozenset({"threshold", "factor", "gamma", "low_threshold", "sigma", "debias", "clip_alpha",
                          "pc_lambda", "token_frequencies",
                          "kl_threshold", "kl_history_length", "credit_alpha", "boost_gamma", "decay_beta",
                          "wide_in_threshold", "narrow_out_threshold",
-                         *SLOW_FAST_KNOBS})
+                         *SLOW_FAST_KNOBS, *("alg", "alg_temp", "top_p", "top_k", "eps")})
 CALIBRATION_KNOBS: tuple[str, ...] = ("sigma", "debias", "clip_alpha", "pc_lambda", "token_frequencies")
 
 DECODERS: dict[str, DecoderSpec] = {
@@ -394,6 +544,9 @@ DECODERS: dict[str, DecoderSpec] = {
     "wino": DecoderSpec(knobs={"wide_in_threshold": 0.6, "narrow_out_threshold": 0.9}, check=_check_wino),
     # SlowFast sampling as the authors' generate_slow_fast_sampling (its signature's defaults)
     "slow_fast": DecoderSpec(knobs=dict(SLOW_FAST_KNOBS), check=_check_slow_fast),
+    # Dream's diffusion_generate (DreamGenerationConfig's defaults); runs its own loop: illada/sampling/dream.py
+    "dream": DecoderSpec(knobs={"alg": "origin", "alg_temp": None, "top_p": None, "top_k": None, "eps": 1e-3},
+                         check=_check_dream),
 }
 
 

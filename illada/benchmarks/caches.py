@@ -1,0 +1,130 @@
+"""Every cache mode at its defaults, with LLaDA's fixed schedule and with Fast-dLLM's threshold 0.9, next to no
+cache: one table.
+
+    python -m illada.benchmarks.caches                    # CPU -> bench_out/caches.md
+    python -m illada.benchmarks.caches --quick            # fewer problems, a shorter random canvas
+    python -m illada.benchmarks.caches --device cuda --update-results   # -> illada/benchmarks/results/caches.md
+
+Two settings: the embedded model on the arithmetic task (its sampler configs, gen_length 8, block 8, one
+problem at a time) and a small random Transformer with a long canvas (G = 256, block 32, 256 steps for the
+fixed schedule). Columns: exact match (embedded only), the fraction of generated tokens that differ from the
+uncached run of the same decoding, NFE per sample, time per step (wall time / forwards), tokens/s. A cache is a
+row of :data:`CACHE_RUNS` (label, sampler overrides). Timings from a loaded machine are not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import torch
+
+import illada
+from illada.benchmarks.decoders import sampler_config
+from illada.benchmarks.engine import environment, markdown
+from illada.benchmarks.output import add_report_options, report_path
+from illada.config import ModelConfig
+from illada.evaluate import Point, _encode_prompt, _load_task, resolve
+from illada.model import Transformer
+from illada.sampling import SamplerSettings, generate
+
+# (label, sampler overrides); the first row is the uncached baseline the others are compared with
+CACHE_RUNS: list[tuple[str, dict[str, Any]]] = [
+    ("no cache", {"cache": "none"}),
+    ("prefix (Fast-dLLM)", {"cache": "prefix"}),
+    ("dual (Fast-dLLM)", {"cache": "dual"}),
+    ("dKV-Cache-Decode", {"cache": "dkv"}),
+    ("dLLM-Cache", {"cache": "dllm"}),
+    ("d2Cache", {"cache": "d2cache"}),
+]
+DECODINGS: list[tuple[str, dict[str, Any]]] = [("fixed", {}), ("threshold 0.9", {"threshold": 0.9})]
+RANDOM_CANVAS = dict(gen_length=256, block_length=32, steps=256)
+
+
+def _row(setting: str, decoding: str, cache: str, outs: list, base: list | None, wall: float,
+         correct: list[bool] | None) -> dict[str, str]:
+    generated = sum(o.generated.numel() for o in outs)
+    nfe = sum(int(o.row_nfe.sum()) for o in outs)
+    differ = "-" if base is None else \
+        f"{sum(int((o.generated != b.generated).sum()) for o, b in zip(outs, base)) / generated:.3f}"
+    return {"model": setting, "decoding": decoding, "cache": cache,
+            "exact match %": "-" if correct is None else f"{100 * sum(correct) / len(correct):.1f}",
+            "tokens differing from no cache": differ, "NFE/sample": f"{nfe / len(outs):.2f}",
+            "ms/step": f"{1e3 * wall / max(nfe, 1):.3f}", "tokens/s": f"{generated / max(wall, 1e-12):.0f}"}
+
+
+def _timed(model, prompts: list[tuple[torch.Tensor, torch.Tensor | None]], s: SamplerSettings) -> tuple[list, float]:
+    outs = [generate(model, ids, s, mask) for ids, mask in prompts]
+    return outs, sum(o.wall_time_s for o in outs)
+
+
+def embedded_rows(limit: int, device: str) -> list[dict[str, str]]:
+    loaded = illada.load("default", device=device)
+    rows = []
+    for decoding, extra in DECODINGS:
+        config = {**sampler_config("fixed"), **extra}
+        resolved = resolve(Point(model="default", task="arithmetic", limit=limit, sampler=config, device=device))
+        p = resolved.point
+        data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
+        prompts = [(torch.tensor([_encode_prompt(loaded.tokenizer, item.prompt, p.chat)], device=device), None)
+                   for item in data.items]
+        base = None
+        for label, overrides in CACHE_RUNS:
+            outs, wall = _timed(loaded.model, prompts, resolved.sampler.replace(**overrides))
+            correct = [bool(item.score(loaded.tokenizer.decode(o.generated[0].tolist(), skip_special_tokens=True)))
+                       for item, o in zip(data.items, outs)]
+            rows.append(_row("embedded", decoding, label, outs, base, wall, correct))
+            base = outs if base is None else base
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def random_rows(samples: int, device: str, canvas: dict[str, int]) -> list[dict[str, str]]:
+    cfg = ModelConfig(vocab_size=512, dim=128, n_layers=4, n_heads=4, n_kv_heads=4, ffn_dim=256,
+                      mask_token_id=511, eos_token_id=1, max_seq_len=512)
+    model = Transformer.random(cfg, device=device, std=0.3)  # peaked outputs: the threshold rule commits several
+    g = torch.Generator().manual_seed(0)
+    prompts = [(torch.randint(2, 511, (1, 32), generator=g).to(device), None) for _ in range(samples)]
+    name = f"random 4x128, G={canvas['gen_length']}, block {canvas['block_length']}"
+    rows = []
+    for decoding, extra in DECODINGS:
+        s = SamplerSettings(mask_id=511, **canvas, **extra)
+        base = None
+        for label, overrides in CACHE_RUNS:
+            outs, wall = _timed(model, prompts, s.replace(**overrides))
+            rows.append(_row(name, decoding, label, outs, base, wall, None))
+            base = outs if base is None else base
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=100, help="embedded-model problems (default 100)")
+    parser.add_argument("--samples", type=int, default=2, help="random-model prompts (default 2)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="20 problems, one prompt, G=64 (a smoke run)")
+    add_report_options(parser, "caches.md")
+    args = parser.parse_args(argv)
+    out = report_path(args, "caches.md")
+    if args.limit < 1 or args.samples < 1:
+        raise SystemExit(f"error: --limit={args.limit} / --samples={args.samples}: must be >= 1")
+    limit, samples, canvas = args.limit, args.samples, dict(RANDOM_CANVAS)
+    if args.quick:
+        limit, samples, canvas = min(limit, 20), 1, dict(gen_length=64, block_length=32, steps=64)
+    start = time.perf_counter()
+    rows = embedded_rows(limit, args.device) + random_rows(samples, args.device, canvas)
+    command = "python -m illada.benchmarks.caches " + " ".join(sys.argv[1:] if argv is None else argv)
+    report = (f"## Caches (embedded: arithmetic, {limit} problems, gen_length 8, block 8; random model: {samples} "
+              f"prompt(s) of 32 tokens)\n\n{markdown(rows)}\n\n`{command.strip()}`; {environment(args.device)}; "
+              f"{time.perf_counter() - start:.0f} s in all\n")
+    print(report)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Test oracle: dKV-Cache-Decode as horseee/dKV-Cache runs it (generation_utils/llada_dkv_cache_decode.py with
+models/modeling_llada_dkv_cache_decode.py), transcribed from reading it, over the layers of an illada
+Transformer and written slowly on purpose: its own layer loop, its own attention, its own cache bookkeeping.
+
+What the reference does per block (fixed LLaDA schedule, no padding mask, no guidance):
+* the cache and the two "decoded" sets start empty; ``prev`` = decoded after the step before last,
+  ``cur`` = decoded after the last step (whole canvas, prompt included);
+* step 0: plain full forward, nothing cached;
+* step 1 and every step with ``i % cache_steps == 0``: full forward over the canvas, then the keys/values of the
+  ``cur`` columns (in column order) are kept;
+* any other step: only the columns outside ``prev`` are fed (in column order); each layer attends over
+  [fresh keys of the fed columns] + [kept keys of the ``prev`` columns], in that order; the kept set becomes the
+  ``cur`` columns, with fresh keys for those decoded by the last step and the old ones for the rest;
+* logits of the fed columns go back to their columns (-inf confidence elsewhere); float64 softmax confidence,
+  top-k by LLaDA's per-step counts, positions after the block at -inf.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from illada.model import apply_rope, rope_cos_sin
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+    return weights @ v
+
+
+def _layers(model, tokens: torch.Tensor, positions: torch.Tensor, kept: list | None):
+    """Logits of ``tokens`` [B, T] at ``positions``; ``kept``: per layer (k, v) [B, H, N, D] appended after the
+    fresh keys. Returns logits and the fresh per-layer (k, v)."""
+    cfg = model.config
+    B, T = tokens.shape
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta)
+    h = model.tok_embeddings(tokens)
+    fresh = []
+    for i, block in enumerate(model.layers):
+        att = block.attention
+        hn = block.attention_norm(h)
+        q = att.wq(hn).view(B, T, cfg.n_heads, cfg.head_dim)
+        k = att.wk(hn).view(B, T, cfg.n_kv_heads, cfg.head_dim)
+        if att.q_norm is not None:
+            q, k = att.q_norm(q), att.k_norm(k)
+        v = att.wv(hn).view(B, T, cfg.n_kv_heads, cfg.head_dim).transpose(1, 2)
+        q, k = apply_rope(q.transpose(1, 2), cos, sin), apply_rope(k.transpose(1, 2), cos, sin)
+        fresh.append((k, v))
+        keys, values = k, v
+        if kept is not None:
+            keys, values = torch.cat([k, kept[i][0]], dim=2), torch.cat([v, kept[i][1]], dim=2)
+        out = _attend(q, keys, values).transpose(1, 2).reshape(B, T, cfg.n_heads * cfg.head_dim)
+        h = h + att.wo(out)
+        h = h + block.feed_forward(block.ffn_norm(h))
+    return model.output(model.norm(h)), fresh
+
+
+def _columns(sel: torch.Tensor) -> torch.Tensor:
+    """Column ids of a boolean selection [B, T] with the same count per row, in column order [B, N]."""
+    return torch.nonzero(sel, as_tuple=True)[1].view(sel.shape[0], -1)
+
+
+def _pick(kv: list, cols: torch.Tensor) -> list:
+    def at(t: torch.Tensor) -> torch.Tensor:
+        return t.gather(2, cols[:, None, :, None].expand(*t.shape[:2], -1, t.shape[3]))
+    return [(at(k), at(v)) for k, v in kv]
+
+
+def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int, block_length: int, mask_id: int,
+                        cache_steps: int, temperature: float = 0.0):
+    """dKV-Cache-Decode with LLaDA's fixed schedule, low_confidence; returns (x, nfe)."""
+    B, P = prompt.shape
+    x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)
+    T = x.shape[1]
+    all_pos = torch.arange(T).expand(B, T)
+    per_block = steps // (gen_length // block_length)
+    nfe = 0
+    for b in range(gen_length // block_length):
+        lo, hi = P + b * block_length, P + (b + 1) * block_length
+        n_masked = (x[:, lo:hi] == mask_id).sum(dim=1, keepdim=True)
+        counts = (n_masked // per_block).repeat(1, per_block)
+        for j in range(B):
+            counts[j, :int(n_masked[j] % per_block)] += 1
+        kept_full = None  # per layer (k, v) over the whole canvas; only the ``cur`` columns are meaningful
+        prev = cur = None
+        for i in range(per_block):
+            masked = x == mask_id
+            nfe += 1
+            if i % cache_steps != 0 and i > 1:
+                fed = _columns(~prev)
+                logits_fed, fresh = _layers(model, x.gather(1, fed), all_pos.gather(1, fed),
+                                            _pick(kept_full, _columns(prev)))
+                # the new kept set: fresh keys at the fed columns, the old ones at ``prev``
+                new_full = []
+                for (fk, fv), (ok, ov) in zip(fresh, kept_full):
+                    idx = fed[:, None, :, None]
+                    new_full.append((ok.clone().scatter_(2, idx.expand_as(fk), fk),
+                                     ov.clone().scatter_(2, idx.expand_as(fv), fv)))
+                kept_full = new_full
+                logits = torch.zeros(B, T, logits_fed.shape[-1], dtype=logits_fed.dtype)
+                logits.scatter_(1, fed[..., None].expand_as(logits_fed), logits_fed)
+                reached = torch.zeros(B, T, dtype=torch.bool).scatter_(1, fed, True)
+            else:
+                logits, fresh = _layers(model, x, all_pos, None)
+                if i > 0:
+                    kept_full = fresh
+                reached = torch.ones(B, T, dtype=torch.bool)
+            if temperature > 0:
+                raise NotImplementedError("the oracle follows the reference at temperature 0")
+            x0 = logits.argmax(dim=-1)
+            p = torch.softmax(logits.to(torch.float64), dim=-1).gather(-1, x0[..., None]).squeeze(-1)
+            p = torch.where(reached, p, torch.full_like(p, -math.inf))
+            p[:, hi:] = -math.inf
+            x0 = torch.where(masked, x0, x)
+            conf = torch.where(masked, p, torch.full_like(p, -math.inf))
+            chosen = torch.zeros_like(masked)
+            for j in range(B):
+                chosen[j, torch.topk(conf[j], k=int(counts[j, i])).indices] = True
+            x[chosen] = x0[chosen]
+            prev, cur = cur, x != mask_id
+    return x, nfe
+
+
+# ------------------------------------------------------------------------------------------------- dLLM-Cache
+# maomaocun/dLLM-Cache (read from its copy XiangZhang-zx/dLLM-cache): utils/generate_function.py `generate` with
+# dllm_cache/hooks/cache_hook_LLaDA.py `cache_hook_feature` and dllm_cache/cache/Cache.py. What it does:
+# * one feature store per generate() call; the n-th forward (1-based, over all blocks) refreshes the prompt part
+#   (first P columns) when (n-1) % Kp == 0 and the response part (the rest) when (n-1) % Kr == 0; layer 0 always
+#   refreshes both;
+# * per layer it keeps keys/values *before* RoPE, the attention output and the MLP output of both parts; RoPE is
+#   applied at attention time to [prompt keys, response keys] at positions 0..T-1 and to the queries at theirs;
+# * without a response refresh and with 0 < rho <= 1: the response's values are recomputed for all columns, the
+#   int(G * rho) columns with the lowest cosine similarity (new vs cached values) get new queries, keys, attention
+#   and MLP outputs; all other outputs come from the store and are added to the fresh residual stream;
+# * the sampler is LLaDA's over the response only: softmax in the logits' dtype, argmax of exp(logits) at T=0,
+#   per-step counts from the block's masks, top-k over the response with later blocks at -inf.
+
+
+def _rope(t: torch.Tensor, cols: torch.Tensor, cfg) -> torch.Tensor:
+    cos, sin = rope_cos_sin(cols, cfg.head_dim, cfg.rope_theta)
+    return apply_rope(t, cos, sin)
+
+
+class _FeatureStore:
+    def __init__(self, kp: int, kr: int, rho: float, prompt_length: int) -> None:
+        self.kp, self.kr, self.rho, self.P = kp, kr, rho, prompt_length
+        self.data: dict = {}
+        self.n = 0
+
+
+def _heads(t: torch.Tensor, n_heads: int) -> torch.Tensor:
+    B, T, C = t.shape
+    return t.view(B, T, n_heads, C // n_heads).transpose(1, 2)
+
+
+def _dllm_layer(model, i: int, x: torch.Tensor, store: _FeatureStore) -> torch.Tensor:
+    cfg = model.config
+    block = model.layers[i]
+    att = block.attention
+    P = store.P
+    B, T, C = x.shape
+    all_cols = torch.arange(T).expand(B, T)
+    refresh_gen = (store.n - 1) % store.kr == 0 or i == 0
+    refresh_prompt = (store.n - 1) % store.kp == 0 or i == 0
+    transfer = 0 < store.rho <= 1
+    f = store.data.setdefault(i, {"prompt": {}, "gen": {}})
+    xn = block.attention_norm(x)
+
+    def qkv(t):
+        return att.wq(t), att.wk(t), att.wv(t)
+
+    def attend(q, q_cols):
+        k = torch.cat([f["prompt"]["k"], f["gen"]["k"]], dim=1)
+        v = torch.cat([f["prompt"]["v"], f["gen"]["v"]], dim=1)
+        qh, kh = _heads(q, cfg.n_heads), _heads(k, cfg.n_kv_heads)
+        if att.q_norm is not None:
+            qh = att.q_norm(qh.transpose(1, 2)).transpose(1, 2)
+            kh = att.k_norm(kh.transpose(1, 2)).transpose(1, 2)
+        out = _attend(_rope(qh, q_cols, cfg), _rope(kh, all_cols, cfg), _heads(v, cfg.n_kv_heads))
+        return att.wo(out.transpose(1, 2).reshape(B, q.shape[1], -1))
+
+    def mlp(t):
+        return block.feed_forward(block.ffn_norm(t))
+
+    chosen = None
+    if refresh_prompt:
+        _, k, v = qkv(xn[:, :P])
+        f["prompt"].update(k=k, v=v)
+    if refresh_gen:
+        _, k, v = qkv(xn[:, P:])
+        f["gen"].update(k=k, v=v)
+    elif transfer:
+        v_new = att.wv(xn[:, P:])
+        sim = torch.nn.functional.cosine_similarity(v_new, f["gen"]["v"], dim=-1)
+        chosen = torch.topk(sim, largest=False, k=int((T - P) * store.rho)).indices
+        sel = xn[:, P:].gather(1, chosen[..., None].expand(-1, -1, C))
+        f["gen"]["v"] = v_new
+        f["gen"]["k"] = f["gen"]["k"].clone().scatter_(1, chosen[..., None].expand(-1, -1, f["gen"]["k"].shape[-1]),
+                                                       att.wk(sel))
+    # attention: recompute the refreshed parts' queries (and the chosen response columns')
+    if refresh_prompt:
+        f["prompt"]["attn"] = attend(att.wq(xn[:, :P]), all_cols[:, :P])
+    if refresh_gen:
+        f["gen"]["attn"] = attend(att.wq(xn[:, P:]), all_cols[:, P:])
+    elif chosen is not None:
+        sel = xn[:, P:].gather(1, chosen[..., None].expand(-1, -1, C))
+        out = attend(att.wq(sel), P + chosen)
+        f["gen"]["attn"] = f["gen"]["attn"].clone().scatter_(1, chosen[..., None].expand(-1, -1, C), out)
+    x = x + torch.cat([f["prompt"]["attn"], f["gen"]["attn"]], dim=1)
+    if refresh_prompt:
+        f["prompt"]["mlp"] = mlp(x[:, :P])
+    if refresh_gen:
+        f["gen"]["mlp"] = mlp(x[:, P:])
+    elif chosen is not None:
+        out = mlp(x[:, P:].gather(1, chosen[..., None].expand(-1, -1, C)))
+        f["gen"]["mlp"] = f["gen"]["mlp"].clone().scatter_(1, chosen[..., None].expand(-1, -1, C), out)
+    return x + torch.cat([f["prompt"]["mlp"], f["gen"]["mlp"]], dim=1)
+
+
+def dllm_cache_generate(model, prompt: torch.Tensor, steps: int, gen_length: int, block_length: int, mask_id: int,
+                        prompt_interval_steps: int, gen_interval_steps: int, transfer_ratio: float):
+    """dLLM-Cache's LLaDA generate() at temperature 0, low_confidence; returns (x, nfe)."""
+    B, P = prompt.shape
+    x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)
+    store = _FeatureStore(prompt_interval_steps, gen_interval_steps, transfer_ratio, P)
+    per_block = steps // (gen_length // block_length)
+    for b in range(gen_length // block_length):
+        lo, hi = P + b * block_length, P + (b + 1) * block_length
+        n_masked = (x[:, lo:hi] == mask_id).sum(dim=1, keepdim=True)
+        counts = (n_masked // per_block).repeat(1, per_block)
+        for j in range(B):
+            counts[j, :int(n_masked[j] % per_block)] += 1
+        for i in range(per_block):
+            store.n += 1
+            h = model.tok_embeddings(x)
+            for layer in range(len(model.layers)):
+                h = _dllm_layer(model, layer, h, store)
+            logits = model.output(model.norm(h))[:, P:]
+            x0 = logits.exp().argmax(dim=-1)
+            p = torch.softmax(logits, dim=-1).gather(-1, x0[..., None]).squeeze(-1)
+            p[:, hi - P:] = -math.inf
+            gen = x[:, P:]
+            masked = gen == mask_id
+            x0 = torch.where(masked, x0, gen)
+            conf = torch.where(masked, p, torch.full_like(p, -math.inf))
+            chosen = torch.zeros_like(masked)
+            for j in range(B):
+                chosen[j, torch.topk(conf[j], k=int(counts[j, i])).indices] = True
+            gen[chosen] = x0[chosen]
+    return x, store.n

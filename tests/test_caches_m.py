@@ -1,0 +1,205 @@
+"""dKV-Cache-Decode (cache='dkv') against a transcription of its reference (tests/reference_caches_m.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from illada.config import ModelConfig
+from illada.model import Transformer
+from illada.sampling import SamplerSettings, generate
+from tests.reference_caches_m import dkv_decode_generate, dllm_cache_generate
+from tests.toy_models import Recorder, tiny_transformer
+
+MASK = 47
+
+
+def padded_prompts(batch: int = 3, length: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, MASK, (batch, length), generator=g)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for row in range(batch):
+        ids[row, :2 * row], mask[row, :2 * row] = 0, 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("gen_length,steps,block_length",
+                         [(16, 16, 8), (24, 12, 8), (16, 8, 16), (12, 12, 4), (8, 16, 8)])
+@pytest.mark.parametrize("cache_steps", [1, 2, 3, 4, 8])
+def test_dkv_matches_reference_tokens_and_nfe(gen_length, steps, block_length, cache_steps):
+    model = tiny_transformer(dtype=torch.float64)
+    prompt = padded_prompts(batch=2)[0][:, -4:]  # the reference has no padding mask
+    ref, nfe = dkv_decode_generate(model, prompt.clone(), steps, gen_length, block_length, MASK, cache_steps)
+    ours = generate(model, prompt, SamplerSettings(mask_id=MASK, gen_length=gen_length, steps=steps,
+                                                   block_length=block_length, cache="dkv", cache_steps=cache_steps))
+    assert torch.equal(ours.tokens, ref)
+    assert ours.nfe == nfe == steps
+
+
+def test_dkv_is_approximate_and_cache_steps_one_is_the_uncached_run():
+    model = tiny_transformer(dtype=torch.float64)
+    prompt, mask = padded_prompts()
+    base = SamplerSettings(mask_id=MASK, gen_length=24, steps=24, block_length=8)
+    plain = generate(model, prompt, base, mask).tokens
+    # every step a full forward: the uncached tokens (float64 confidence on both sides)
+    every = generate(model, prompt, base.replace(cache="dkv", cache_steps=1, confidence_precision="float64"), mask)
+    assert torch.equal(every.tokens, generate(model, prompt, base.replace(confidence_precision="float64"), mask).tokens)
+    # stale keys change some tokens of a two-layer model
+    assert not torch.equal(generate(model, prompt, base.replace(cache="dkv", cache_steps=8), mask).tokens, plain)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(cache_steps=3), dict(threshold=0.5), dict(threshold=0.9, cache_steps=2),
+                                dict(decoder="eb_sampler"), dict(decoder="hierarchy")])
+def test_dkv_batched_equals_one_by_one(kw):
+    model = tiny_transformer()
+    prompt, mask = padded_prompts()
+    s = SamplerSettings(mask_id=MASK, gen_length=16, steps=16, block_length=8, cache="dkv", **kw)
+    batched = generate(model, prompt, s, mask)
+    for row in range(prompt.shape[0]):
+        keep = mask[row].bool()
+        alone = generate(model, prompt[row:row + 1, keep], s)
+        assert torch.equal(batched.generated[row], alone.generated[0]), row
+
+
+def test_dkv_feeds_the_columns_not_decoded_one_step_earlier():
+    model = Recorder(tiny_transformer())
+    prompt = padded_prompts(batch=1)[0]
+    generate(model, prompt, SamplerSettings(mask_id=MASK, gen_length=16, steps=16, block_length=8, cache="dkv",
+                                            cache_steps=4))
+    T = 6 + 16
+    widths = [shape[1] for shape, _ in model.calls]
+    # steps 0, 1, 4 of a block are full; at step i the fed columns are the masks left before step i-1 (one token
+    # per step): 16 - (i - 1) in block 0, 8 - (i - 1) in block 1
+    first = [T, T, 15, 14, T, 12, 11, 10]
+    second = [T, T, 7, 6, T, 4, 3, 2]
+    assert widths == first + second
+
+
+def test_indexed_cache_forward_writes_only_real_slots():
+    model = tiny_transformer(n_layers=1, dtype=torch.float64)
+    x = torch.randint(0, 40, (2, 6))
+    kv = model.new_kv_cache(2, 6)
+    model(x, kv_cache=kv)
+    before = [k.clone() for k in kv.k]
+    kv.index = torch.tensor([[1, 4], [0, 2]])
+    kv.write = torch.tensor([[True, True], [True, False]])
+    model(torch.tensor([[5, 6], [7, 8]]), position_ids=kv.index, kv_cache=kv)
+    changed = (kv.k[0] != before[0]).any(dim=-1).any(dim=1)  # [B, T]
+    assert changed.tolist() == [[False, True, False, False, True, False], [True, False, False, False, False, False]]
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(cache_steps=4), r"cache_steps=4: only used by cache dkv \(cache='none'\)"),
+    (dict(cache="dual", cache_steps=4), "cache_steps=4: only used by cache dkv"),
+    (dict(cache="dkv", cache_steps=0), "cache_steps=0: the refresh interval"),
+    (dict(cache="dkv", cache_steps=True), "cache_steps=True"),
+    (dict(cache="dkv", cfg_scale=1.0), "cfg_scale=1.0: cache 'dkv'"),
+    (dict(cache="dkv", decoder="wino"), "cache='dkv': decoder wino"),
+])
+def test_dkv_bad_settings_name_the_knob(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SamplerSettings(mask_id=MASK, gen_length=16, steps=16, block_length=8, **kw)
+
+
+def test_dkv_defaults_and_shifted_models_are_refused_before_any_forward():
+    assert SamplerSettings(mask_id=MASK, cache="dkv").cache_steps == 8
+    cfg = ModelConfig(vocab_size=48, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=64, mask_token_id=MASK,
+                      max_seq_len=64, logits_shift=True)
+    model = Recorder(Transformer.random(cfg))
+    with pytest.raises(ValueError, match="cache='dkv' feeds scattered columns"):
+        generate(model, padded_prompts(batch=1)[0], SamplerSettings(mask_id=MASK, gen_length=8, steps=8,
+                                                                  block_length=8, cache="dkv"))
+    assert model.calls == []
+
+
+# ------------------------------------------------------------------------------------------------- dLLM-Cache
+DLLM_GRID = [(1, 1, 0.0), (50, 7, 0.25), (3, 2, 0.25), (4, 3, 0.5), (2, 5, 1.0), (5, 4, 0.0), (1, 3, 0.3)]
+
+
+@pytest.mark.parametrize("kp,kr,rho", DLLM_GRID)
+@pytest.mark.parametrize("gen_length,steps,block_length", [(16, 16, 8), (24, 12, 8), (12, 12, 4), (8, 16, 8)])
+def test_dllm_matches_reference_tokens_and_nfe(kp, kr, rho, gen_length, steps, block_length):
+    model = tiny_transformer(dtype=torch.float64)
+    prompt = padded_prompts(batch=2)[0][:, -4:]  # the reference has no padding mask
+    ref, nfe = dllm_cache_generate(model, prompt.clone(), steps, gen_length, block_length, MASK, kp, kr, rho)
+    ours = generate(model, prompt, SamplerSettings(
+        mask_id=MASK, gen_length=gen_length, steps=steps, block_length=block_length, cache="dllm",
+        prompt_interval_steps=kp, gen_interval_steps=kr, transfer_ratio=rho))
+    assert torch.equal(ours.tokens, ref)
+    assert ours.nfe == nfe == steps
+
+
+def test_dllm_every_forward_refresh_is_the_uncached_run_and_defaults_are_approximate():
+    model = tiny_transformer(dtype=torch.float64)
+    prompt, mask = padded_prompts()
+    base = SamplerSettings(mask_id=MASK, gen_length=24, steps=24, block_length=8)
+    plain = generate(model, prompt, base, mask).tokens
+    every = SamplerSettings(mask_id=MASK, gen_length=24, steps=24, block_length=8, cache="dllm",
+                            prompt_interval_steps=1, gen_interval_steps=1)
+    assert torch.equal(generate(model, prompt, every, mask).tokens, plain)
+    cached = generate(model, prompt, base.replace(cache="dllm"), mask)
+    assert not torch.equal(cached.tokens, plain) and cached.nfe == 24
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(gen_interval_steps=2, transfer_ratio=0.5),
+                                dict(prompt_interval_steps=3, gen_interval_steps=2, transfer_ratio=0.0),
+                                dict(steps=8, gen_interval_steps=3, transfer_ratio=1.0)])
+def test_dllm_batched_equals_one_by_one(kw):
+    model = tiny_transformer()
+    prompt, mask = padded_prompts()
+    s = SamplerSettings(**{**dict(mask_id=MASK, gen_length=16, steps=16, block_length=8, cache="dllm"), **kw})
+    batched = generate(model, prompt, s, mask)
+    for row in range(prompt.shape[0]):
+        keep = mask[row].bool()
+        alone = generate(model, prompt[row:row + 1, keep], s)
+        assert torch.equal(batched.generated[row], alone.generated[0]), row
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(transfer_ratio=0.5), r"transfer_ratio=0.5: only used by cache dllm \(cache='none'\)"),
+    (dict(cache="dkv", gen_interval_steps=2), "gen_interval_steps=2: only used by cache dllm"),
+    (dict(cache="dllm", prompt_interval_steps=0), "prompt_interval_steps=0: the refresh interval"),
+    (dict(cache="dllm", gen_interval_steps=2.0), "gen_interval_steps=2.0"),
+    (dict(cache="dllm", transfer_ratio=1.5), r"transfer_ratio=1.5: the share"),
+    (dict(cache="dllm", cfg_scale=0.5), "cfg_scale=0.5: cache 'dllm'"),
+    (dict(cache="dllm", variable_length=True, eos_id=1), "variable_length=True: cache 'dllm'"),
+    (dict(cache="dllm", decoder="slow_fast"), "cache='dllm': decoder slow_fast"),
+])
+def test_dllm_bad_settings_name_the_knob(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SamplerSettings(mask_id=MASK, gen_length=16, steps=16, block_length=8, **kw)
+
+
+def test_dllm_defaults_and_confidence_precision():
+    s = SamplerSettings(mask_id=MASK, cache="dllm")
+    assert (s.prompt_interval_steps, s.gen_interval_steps, s.transfer_ratio) == (50, 7, 0.25)
+    # the reference's LLaDA sampler takes the softmax in the logits' dtype; Fast-dLLM's threshold rule in float64
+    assert not s.uses_float64_confidence and s.replace(threshold=0.9).uses_float64_confidence
+
+
+@pytest.mark.parametrize("kw", [dict(threshold=0.5, prompt_interval_steps=3, gen_interval_steps=2),
+                                dict(decoder="hierarchy")])
+def test_dllm_adaptive_rules_run_one_row_at_a_time(kw):
+    # the refresh schedule counts the call's forwards, so a batch would tie each row to the slowest row's blocks:
+    # refused before any forward; one row at a time works
+    model = Recorder(tiny_transformer())
+    prompt, mask = padded_prompts()
+    s = SamplerSettings(mask_id=MASK, gen_length=16, steps=16, block_length=8, cache="dllm", **kw)
+    with pytest.raises(ValueError, match=r"cache=.dllm. with an adaptive rule .* \(batch size 1\)"):
+        generate(model, prompt, s, mask)
+    assert model.calls == []
+    out = generate(model, prompt[2:, 4:], s)
+    assert not (out.generated == MASK).any()
+
+
+def test_dkv_variable_length_rows_stop_independently():
+    model = tiny_transformer()
+    prompt, mask = padded_prompts()
+    s = SamplerSettings(mask_id=MASK, gen_length=24, steps=24, block_length=8, cache="dkv", cache_steps=3,
+                        variable_length=True, stop_ids=(5, 9, 21))
+    batched = generate(model, prompt, s, mask)
+    for row in range(prompt.shape[0]):
+        alone = generate(model, prompt[row:row + 1, mask[row].bool()], s)
+        n = int(alone.generated_tokens[0])
+        assert int(batched.generated_tokens[row]) == n
+        assert torch.equal(batched.generated[row, :n], alone.generated[0, :n]), row
