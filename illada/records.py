@@ -71,6 +71,11 @@ KEY_NEUTRAL: dict[str, Any] = {
         "wide_in_threshold", "narrow_out_threshold", "k_exploration_steps", "cycle_len_confidence_threshold",
         "cycle_length_stability_window", "cycle_length_stability_std_dev_threshold", "high_confidence_threshold",
         "max_sub_cycles_per_block", "sigma", "clip_alpha", "pc_lambda", "token_frequencies")},
+    # issue 18: Dream's sampler knobs and likelihood variants; issue 17: the caches' knobs
+    **{f"sampler.{name}": None for name in (
+        "alg", "alg_temp", "top_p", "top_k", "eps", "cache_steps", "prompt_interval_steps", "gen_interval_steps",
+        "transfer_ratio", "rollout_p", "current_k", "cache_sigma", "inflate_w")},
+    **{f"scorer.{name}": None for name in ("nll_type", "log_type", "sampling_eps")},
 }
 
 

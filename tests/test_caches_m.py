@@ -106,7 +106,7 @@ def test_dkv_defaults_and_shifted_models_are_refused_before_any_forward():
     cfg = ModelConfig(vocab_size=48, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=64, mask_token_id=MASK,
                       max_seq_len=64, logits_shift=True)
     model = Recorder(Transformer.random(cfg))
-    with pytest.raises(ValueError, match="cache='dkv' feeds scattered columns"):
+    with pytest.raises(ValueError, match="cache='dkv' needs unshifted logits"):
         generate(model, padded_prompts(batch=1)[0], SamplerSettings(mask_id=MASK, gen_length=8, steps=8,
                                                                   block_length=8, cache="dkv"))
     assert model.calls == []

@@ -144,6 +144,6 @@ def test_d2cache_rejects_a_shifted_head_before_any_forward():
     cfg = ModelConfig(vocab_size=48, dim=32, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=64, mask_token_id=MASK,
                       max_seq_len=64, logits_shift=True)
     model = Recorder(Transformer.random(cfg))
-    with pytest.raises(ValueError, match="cache='d2cache' feeds scattered columns"):
+    with pytest.raises(ValueError, match="cache='d2cache' needs unshifted logits"):
         generate(model, prompts(1)[0], settings(gen_length=8, steps=8, block_length=8))
     assert model.calls == []

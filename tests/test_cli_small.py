@@ -112,6 +112,12 @@ def test_eval_read_only_out_is_refused_before_evaluating(tmp_path, monkeypatch):
     assert "\n" not in line and not (tmp_path / "out").exists()
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored and Python then installs no KeyboardInterrupt handler;
+    # give the child the disposition a terminal's Ctrl-C meets, whatever started this test run.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_eval_ctrl_c_is_one_line_and_exit_130(tmp_path):
     """Was: a 24-frame torch traceback and no hint. SIGINT arrives while the point is being evaluated."""
     script = ("import sys, illada.evaluate as ev\n"
@@ -124,7 +130,8 @@ def test_eval_ctrl_c_is_one_line_and_exit_130(tmp_path):
     args = ["--model", "default", "--task", "arithmetic", "--limit", "100000", "--sampler", "gen_length=8",
             "steps=8", "block_length=8", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen([sys.executable, "-c", script, *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=_default_sigint)
     lines = []
     for line in proc.stderr:  # wait until main() is evaluating
         lines.append(line)

@@ -30,9 +30,16 @@ def _error(args: list[str], capsys) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ Ctrl-C
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored and Python then installs no KeyboardInterrupt handler;
+    # give the child the disposition a terminal's Ctrl-C meets, whatever started this test run.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(cmd: list[str], records: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Start ``cmd``, send it SIGINT (as Ctrl-C does) once a first record is written, return how it ended."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})})
     end = time.time() + 180
     while time.time() < end and proc.poll() is None:

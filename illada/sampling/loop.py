@@ -341,8 +341,10 @@ def _check_inputs(model, prompt_ids: torch.Tensor, s: SamplerSettings, attention
         raise ValueError(f"SamplerSettings.cache='dllm' with an adaptive rule (decoder={s.decoder!r}, "
                          f"threshold={s.threshold}, factor={s.factor}) runs one row at a time (batch size 1); got "
                          f"a batch of {prompt_ids.shape[0]}")
-    if getattr(CACHE_CLASSES.get(s.cache), "feeds_columns", False) and getattr(config, "logits_shift", False):
-        # a shifted head reads each position's predecessor, which a gathered subset of columns does not hold
-        raise ValueError(f"SamplerSettings.cache={s.cache!r} feeds scattered columns and needs unshifted logits; "
-                         "this model shifts them (logits_shift, e.g. Dream)")
+    if s.cache != "none" and getattr(config, "logits_shift", False):
+        # A shifted head reads each position's predecessor: the first column of a cached slice (and every column
+        # of a scattered one) has none in its forward, so its logits would predict the wrong token. Fast-dLLM's
+        # Dream code decodes those from the block-start forward; illada does not (yet), so it refuses.
+        raise ValueError(f"SamplerSettings.cache={s.cache!r} needs unshifted logits; this model shifts them "
+                         "(logits_shift, e.g. Dream): use cache='none'")
 
