@@ -102,9 +102,18 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
     model = resolve_model(point.model)
     if special_ids is None or max_seq_len is None:
         special_ids, max_seq_len = model_limits(model)
-    task = get_task(point.task)
-    if point.split is not None and point.split not in task.splits:
-        raise ValueError(f"split={point.split!r}: task {task.name!r} has the splits {list(task.splits)}")
+    if is_lm_eval(point.task):
+        # lm-eval owns its splits and data; num_fewshot None = the task's own default
+        for name in ("split", "data_path"):
+            if getattr(point, name) is not None:
+                raise ValueError(f"{name}={getattr(point, name)!r}: an lm-eval task ({point.task!r}) reads its own "
+                                 "splits and data; leave it null")
+        task_name, kind, split = point.task, task_kind(point.task), None
+    else:
+        task = get_task(point.task)
+        if point.split is not None and point.split not in task.splits:
+            raise ValueError(f"split={point.split!r}: task {task.name!r} has the splits {list(task.splits)}")
+        task_name, kind, split = task.name, task.kind, point.split or task.default_split
     if point.limit is not None and (isinstance(point.limit, bool) or not isinstance(point.limit, int) or point.limit < 1):
         raise ValueError(f"limit={point.limit!r}: must be a positive integer or None")
     if isinstance(point.batch_size, bool) or not isinstance(point.batch_size, int) or point.batch_size < 1:
@@ -121,32 +130,67 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         raise ValueError(f"device={point.device!r}: not a torch device ({str(e).splitlines()[0]})") from None
     settings: dict[str, Any] = {
         "model": model, "model_hash": _model_hash(model, point.model) if Path(model).is_dir() else None,
-        "task": task.name, "split": point.split or task.default_split, "limit": point.limit, "seed": point.seed,
+        "task": task_name, "split": split, "limit": point.limit, "seed": point.seed,
         "num_fewshot": point.num_fewshot, "data_path": point.data_path, "chat": point.chat, "dtype": point.dtype,
         "attn_backend": point.attn_backend, "batch_size": point.batch_size, "threads": threads,
         "device": point.device,
     }
-    if task.kind == GENERATION:
+    if is_lm_eval(point.task):
+        from illada.harness import LM_EVAL_PIN
+
+        settings["lm_eval"] = LM_EVAL_PIN
+    if kind == GENERATION:
         _reject_unknown("sampler", point.sampler, SAMPLER_FIELDS)
         if point.scorer:
-            raise ValueError(f"scorer={dict(point.scorer)!r}: task {task.name!r} is a generation task; use sampler")
-        sampler = SamplerSettings(mask_id=special_ids.mask, eos_id=special_ids.eos, eot_id=special_ids.eot,
-                                  **dict(point.sampler))
-        if sampler.gen_length > max_seq_len:
-            raise ValueError(f"sampler.gen_length={sampler.gen_length}: beyond the model's maximum length {max_seq_len}")
+            raise ValueError(f"scorer={dict(point.scorer)!r}: task {task_name!r} is a generation task; use sampler")
+        sampler = sampler_settings(point.sampler, special_ids, max_seq_len)
         settings.update(method="generate", sampler=asdict(sampler))
-        return ResolvedPoint(point, task.kind, sampler, None, None, settings)
+        return ResolvedPoint(point, kind, sampler, None, None, settings)
     if point.sampler:
-        raise ValueError(f"sampler={dict(point.sampler)!r}: task {task.name!r} is multiple choice; use scorer")
-    scorer = dict(point.scorer)
+        raise ValueError(f"sampler={dict(point.sampler)!r}: task {task_name!r} is multiple choice; use scorer")
+    name, scoring = scorer_settings(point.scorer, special_ids)
+    settings.update(method="score", scorer={"name": name, **asdict(scoring)})
+    return ResolvedPoint(point, kind, None, name, scoring, settings)
+
+
+LM_EVAL_PREFIX = "lm_eval:"
+
+
+def is_lm_eval(task: str) -> bool:
+    """Whether ``task`` names an lm-evaluation-harness task (``lm_eval:NAME``, run by :mod:`illada.harness`)."""
+    return isinstance(task, str) and task.startswith(LM_EVAL_PREFIX)
+
+
+def task_kind(task: str) -> str:
+    """``generation`` or ``multiple_choice``: what an illada task is, or what an lm-eval task's requests ask for."""
+    if is_lm_eval(task):
+        try:
+            from illada.harness import lm_eval_kind
+        except ImportError as e:
+            raise ValueError(f"task={task!r}: lm-eval tasks need the extra: pip install 'illada[lm-eval]' ({e})") from None
+        return lm_eval_kind(task[len(LM_EVAL_PREFIX):])
+    return get_task(task).kind
+
+
+def sampler_settings(values: Mapping[str, Any], special_ids: SpecialIds, max_seq_len: int) -> SamplerSettings:
+    """The :class:`SamplerSettings` of a point's ``sampler`` values (ids from the model); errors name the field."""
+    _reject_unknown("sampler", values, SAMPLER_FIELDS)
+    sampler = SamplerSettings(mask_id=special_ids.mask, eos_id=special_ids.eos, eot_id=special_ids.eot, **dict(values))
+    if sampler.gen_length > max_seq_len:
+        raise ValueError(f"sampler.gen_length={sampler.gen_length}: beyond the model's maximum length {max_seq_len}")
+    return sampler
+
+
+def scorer_settings(values: Mapping[str, Any], special_ids: SpecialIds) -> tuple[str, ScoringSettings]:
+    """The scorer name (default ``confidence``) and :class:`ScoringSettings` of a point's ``scorer`` values."""
+    scorer = dict(values)
     name = scorer.pop("name", "confidence")
     if name not in SCORERS:
         raise ValueError(f"scorer.name={name!r}: unknown scorer; choose one of {list(SCORERS)}")
     _reject_unknown("scorer", scorer, SCORER_FIELDS)
     scoring = ScoringSettings(mask_id=special_ids.mask, **scorer)
     check_scorer_settings(name, scoring)
-    settings.update(method="score", scorer={"name": name, **asdict(scoring)})
-    return ResolvedPoint(point, task.kind, None, name, scoring, settings)
+    return name, scoring
 
 
 def _reject_unknown(group: str, values: Mapping[str, Any], known: set[str]) -> None:
@@ -205,19 +249,16 @@ def _evaluate(resolved: ResolvedPoint, out_dir: str | Path | None, loaded: Loade
         loaded.model.attn_backend = p.attn_backend
     if loaded.tokenizer is None:
         raise ValueError(f"model={p.model!r} has no tokenizer.json: tasks need text (presets are for latency only)")
-    data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
-    run = _run_generation if resolved.kind == GENERATION else _run_scoring
+    if is_lm_eval(p.task):
+        from illada.harness import evaluate_point as run_lm_eval
+
+        run = lambda: run_lm_eval(resolved, loaded)  # noqa: E731
+    else:
+        data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
+        run = lambda: _run_task(resolved, loaded, data, progress)  # noqa: E731
     with peak_memory(device) as peak, wall_time(device) as wall:
-        rows, cost = run(resolved, loaded, data, progress)
+        rows, quality, cost = run()
     eval_seconds = wall.seconds
-    metric = "exact_match" if resolved.kind == GENERATION else "acc"
-    est = accuracy(r[metric] for r in rows)
-    quality = {"metric": metric, "value": est.value, "ci_low": est.lower, "ci_high": est.upper, "n": est.n,
-               "confidence": est.confidence, "data_source": data.source, "n_total": data.n_total}
-    if resolved.kind != GENERATION:
-        for extra in ("acc_norm", "acc_per_token"):
-            e = accuracy(r[extra] for r in rows)
-            quality[extra] = {"value": e.value, "ci_low": e.lower, "ci_high": e.upper}
     latencies = [r["latency_s"] for r in rows]
     cost.update({
         "eval_seconds": eval_seconds,
@@ -234,6 +275,21 @@ def _evaluate(resolved: ResolvedPoint, out_dir: str | Path | None, loaded: Loade
     if out_dir is not None:
         write_record(out_dir, summary, outcomes_frame(rows).reset_index())
     return summary
+
+
+def _run_task(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, progress: bool):
+    """Per-item rows, quality and cost of an illada task."""
+    run = _run_generation if resolved.kind == GENERATION else _run_scoring
+    rows, cost = run(resolved, loaded, data, progress)
+    metric = "exact_match" if resolved.kind == GENERATION else "acc"
+    est = accuracy(r[metric] for r in rows)
+    quality = {"metric": metric, "value": est.value, "ci_low": est.lower, "ci_high": est.upper, "n": est.n,
+               "confidence": est.confidence, "data_source": data.source, "n_total": data.n_total}
+    if resolved.kind != GENERATION:
+        for extra in ("acc_norm", "acc_per_token"):
+            e = accuracy(r[extra] for r in rows)
+            quality[extra] = {"value": e.value, "ci_low": e.lower, "ci_high": e.upper}
+    return rows, quality, cost
 
 
 @functools.lru_cache(maxsize=16)

@@ -19,8 +19,8 @@ from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from illada.atomic import unwritable_reason
-from illada.evaluate import Point, ResolvedPoint, os_error_text
-from illada.tasks import GENERATION, get_task
+from illada.evaluate import LM_EVAL_PREFIX, Point, ResolvedPoint, os_error_text, task_kind
+from illada.tasks import GENERATION
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 ABLATIONS_DIR = Path(__file__).resolve().parent.parent / "ablations"
@@ -71,9 +71,10 @@ def register_ablations(directory: Path = ABLATIONS_DIR) -> list[str]:
 
 def to_point(cfg: DictConfig) -> Point:
     """The :class:`Point` a composed config describes; the task's kind picks ``sampler`` or ``scorer``."""
-    generation = get_task(cfg.task.name).kind == GENERATION
+    task = f"{LM_EVAL_PREFIX}{cfg.task.name}" if cfg.task.get("lm_eval") else cfg.task.name
+    generation = task_kind(task) == GENERATION
     container = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    return Point(model=str(cfg.model.path), task=cfg.task.name, split=cfg.task.split, limit=cfg.task.limit,
+    return Point(model=str(cfg.model.path), task=task, split=cfg.task.split, limit=cfg.task.limit,
                  seed=cfg.seed, num_fewshot=cfg.task.num_fewshot, data_path=cfg.task.data_path,
                  sampler=container(cfg.sampler) if generation else {},
                  scorer={} if generation else container(cfg.scorer), chat=cfg.model.chat,

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from illada.config import ModelConfig
+
+# lm-eval (the extra illada[lm-eval], installed by .ci/setup) brings `datasets`, which illada.tasks would ask
+# the hub for a split it does not ship: tests never reach the network, however pytest is started
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "1", "2", "3", "+", "=", "?"]
 
