@@ -2,7 +2,6 @@
 without grouping, and a 100-point Slurm sweep with injected failures.
 
     python -m sweeps.benchmark overhead [--model PATH] [--limit 200]  # 64-point local sweep, grouped vs not
-    python -m sweeps.benchmark readme [--model PATH]                   # the README's sweep (-m +ablation=frontier)
     python -m sweeps.benchmark slurm [--model PATH] [--cancel 2]       # 100 points on the local Slurm cluster
 
 Overhead = (wall time - sum of the points' evaluation seconds) / sum of evaluation seconds: everything a point
@@ -86,14 +85,6 @@ def overhead(model: str, limit: int, root: Path, process_points: int = 8) -> dic
     return out
 
 
-def readme(model: str | None, root: Path) -> dict:
-    args = ["+ablation=frontier", f"sweep_dir={root / 'frontier'}"] + ([f"model.path={model}"] if model else [])
-    start = time.perf_counter()
-    store = run(args)
-    return {"wall_s": round(time.perf_counter() - start, 1), "points": len(store.records("ok")),
-            "plot": str(store.root / "pareto.png")}
-
-
 def slurm(model: str, root: Path, cancel: int, limit: int) -> dict:
     """100 points (25 jobs of 4) on the local cluster; ``cancel`` running jobs are killed (SIGKILL) while
     the sweep runs (the cluster is this host: a job's pid is in its running marker), then the same command
@@ -141,7 +132,7 @@ def slurm(model: str, root: Path, cancel: int, limit: int) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "readme", "slurm"], help="which figure to measure")
+    parser.add_argument("what", choices=["overhead", "slurm"], help="which figure to measure")
     parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     parser.add_argument("--limit", type=int, default=200, help="items per point (the README sweep uses 200)")
     parser.add_argument("--cancel", type=int, default=2, help="slurm: jobs to kill while the sweep runs")
@@ -151,8 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     model = args.model or "default"
     if args.what == "overhead":
         result = overhead(model, args.limit, root)
-    elif args.what == "readme":
-        result = readme(args.model, root)
     else:
         result = slurm(model, root, args.cancel, args.limit)
     print(json.dumps(result, indent=2))

@@ -74,7 +74,7 @@ def test_smoke_report_has_every_section_row_and_column(smoke_report):
 
     samplers = section(parsed, "Samplers")
     assert list(samplers[0]) == SAMPLER_COLUMNS
-    assert len(samplers) == len(PRESETS) * 2 * len(gpu.sampler_configs(PRESETS["llada-8b"]))
+    assert len(samplers) == sum(2 * len(gpu.sampler_configs(cfg)) for cfg in PRESETS.values())
     for row in samplers:  # every decoder finished: no error column, a real NFE
         assert int(row["NFE"]) > 0 and float(row["tokens/s"]) > 0, row
 
@@ -89,7 +89,8 @@ def test_smoke_report_states_why_a_backend_was_not_measured(smoke_report):
 def test_smoke_report_checks_the_targets(smoke_report):
     targets = section(tables(smoke_report), "Targets")
     labels = {(r["preset"], r["target"]) for r in targets}
-    assert labels == {(p, f"fixed, {c} cache: step vs its forwards") for p in PRESETS for c in ("prefix", "dual")}
+    assert labels == {(p, f"fixed, {c} cache: step vs its forwards") for p, cfg in PRESETS.items()
+                      for c in ("prefix", "dual") if not cfg.logits_shift}  # Dream runs without a cache
     assert all(r["met"] in ("yes", "**no**") and float(r["ratio"].rstrip("x")) > 0 for r in targets)
 
 

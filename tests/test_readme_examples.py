@@ -36,6 +36,11 @@ SKIPPED = {
     ("README.md", ".venv/bin/python -m sweeps.benchmark overhead"): BENCH,
     ("README.md", ".venv/bin/python -m sweeps.benchmark_search hypervolume"): BENCH,
     ("README.md", ".venv/bin/python -m analysis.bench"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.readme"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.decoders"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.caches"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.families"): BENCH,
+    ("README.md", ".venv/bin/python -m illada.benchmarks.lm_eval"): BENCH,
     ("README.md", "python block: from illada.sampling import SamplerSettings, generate"): FRAGMENT,
     ("README.md", ".venv/bin/illada-sweep -m +ablation=scoring model=illada-8b-base "
                   "hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"): CKPT,
@@ -88,7 +93,7 @@ def test_paths_the_docs_read_are_written_before():
             if re.search(r"illada-sweep\b", ex.text) and not re.search(r"--(help|dry-run)", ex.text):
                 m = re.search(r"\+ablation=(\w+)", ex.text)
                 written.add(f"runs/sweeps/{_sweep_name(m.group(1)) if m else 'default'}")
-            written.update(re.findall(r"(?:--out |evaluate\(resolved, \")(runs/[\w/]+)", ex.text))
+            written.update(re.findall(r"(?:--out |--output_path |evaluate\(resolved, \")(runs/[\w/]+)", ex.text))
             for path in re.findall(r"runs/[\w./]+", ex.text):
                 assert any(path == w or path.startswith(w + "/") for w in written), f"{doc}:{ex.line} reads {path}"
 

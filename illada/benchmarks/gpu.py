@@ -479,7 +479,7 @@ def step_row(plan: Plan, model: Transformer, start: int | None, fed: int, roof: 
 def sampler_configs(cfg: ModelConfig) -> list[tuple[str, dict]]:
     """The decoders the project has, as SamplerSettings changes over the fixed schedule (steps = gen_length)."""
     stop = cfg.eos_token_id if cfg.eos_token_id is not None else next(i for i in (0, 1, 2) if i != cfg.mask_token_id)
-    return [
+    configs = [
         ("fixed", {}),
         ("fixed, prefix cache", {"cache": "prefix"}),
         ("fixed, dual cache", {"cache": "dual"}),
@@ -491,6 +491,8 @@ def sampler_configs(cfg: ModelConfig) -> list[tuple[str, dict]]:
          {"variable_length": True, "stop_ids": (stop,), "threshold": 0.9, "cache": "dual"}),
         ("fixed, guidance cfg 1.0 (2 rows/forward)", {"cfg_scale": 1.0}),
     ]
+    # a model with shifted logits (Dream) runs without a cache: the samplers refuse one for it
+    return [(label, c) for label, c in configs if not (cfg.logits_shift and c.get("cache", "none") != "none")]
 
 
 def sampler_row(plan: Plan, model: Transformer, settings: SamplerSettings, clock: Clock) -> dict:
