@@ -117,6 +117,12 @@ def block_marker(block_length) -> str:
     return MARKERS[index % len(MARKERS)]
 
 
+#: the knob that names a point of each decoding strategy of illada/sampling (its main knob in ablations/decoders.yaml)
+DECODER_KNOB = {"eb_sampler": "gamma", "eb_sampler_sglang": "gamma", "hierarchy": "low_threshold",
+                "klass": "kl_threshold", "credit": "credit_alpha", "wino": "wide_in_threshold",
+                "slow_fast": "k_exploration_steps", "dream": "alg"}
+
+
 def point_labels(df: pd.DataFrame) -> pd.Series:
     """A short human name per point from its settings: ``fixed, 8 steps, block 4``, ``threshold 0.9 + dual
     cache``, ``confidence``. Steps and block length always name a fixed-schedule point; other settings appear
@@ -144,6 +150,11 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
             parts = [f"{family} {category_label(row.get(f'sampler.{family}'))}"]
             if block_varies:
                 parts.append(f"block {category_label(row.get('sampler.block_length'))}")
+        elif family in DECODER_KNOB:  # a decoding strategy by its name and main knob: "eb sampler, gamma 0.001"
+            knob = DECODER_KNOB[family]
+            value = row.get(f"sampler.{knob}")
+            parts = [family.replace("_", " ")] + ([] if value is None or value != value
+                                                  else [f"{knob.replace('_', ' ')} {category_label(value)}"])
         for column in extras:
             value = row.get(column)
             if value is None or value != value:

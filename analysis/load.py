@@ -39,7 +39,7 @@ from illada.records import KEY_NEUTRAL, CorruptFileError, read_json, read_summar
 from illada.store import PLAN_FILE, SweepStore
 
 #: bump when the frame's columns change, so caches written by an older loader are rebuilt
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 #: sweeps with at least this many records are cached as Parquet (``cache="auto"``)
 CACHE_MIN_RECORDS = 200
 CACHE_DIR = "analysis_cache"
@@ -271,12 +271,16 @@ def schema_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _decoding(frame: pd.DataFrame) -> pd.Series:
-    """How a point decodes: ``fixed`` schedule, Fast-dLLM ``threshold`` / ``factor`` (+ ``/cache``), or the
-    scorer's name for a multiple-choice point."""
+    """How a point decodes: ``fixed`` schedule, Fast-dLLM ``threshold`` / ``factor``, another decoding strategy
+    by its name (``eb_sampler``, ``klass``, ...; ``sampler.decoder``) (+ ``/cache``), or the scorer's name for a
+    multiple-choice point."""
     out = pd.Series("fixed", index=frame.index, dtype=object)
     for rule in ("factor", "threshold"):
         if f"sampler.{rule}" in frame:
             out = out.mask(frame[f"sampler.{rule}"].notna(), rule)
+    if "sampler.decoder" in frame:  # threshold is also a knob of hierarchy/klass/credit: the decoder names them
+        other = frame["sampler.decoder"].notna() & frame["sampler.decoder"].ne("llada")
+        out = out.mask(other, frame["sampler.decoder"])
     if "sampler.cache" in frame:
         cached = frame["sampler.cache"].notna() & frame["sampler.cache"].ne("none")
         out = out.mask(cached, out + "+" + frame["sampler.cache"].astype(str) + " cache")

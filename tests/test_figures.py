@@ -215,3 +215,20 @@ def test_single_panel_figure_size_and_numbers():
     fig = frontier_plot(FRONTIER)
     assert np.isclose(fig.get_figwidth(), 3.7 * 1.85, atol=0.3)
     plt.close(fig)
+
+
+def test_decoding_strategies_are_named_by_decoder_not_by_their_threshold_knob():
+    """hierarchy / klass / credit take a `threshold` knob too: the decoder, not Fast-dLLM's rule, names them."""
+    import pandas as pd
+
+    from analysis.load import _decoding
+    from analysis.figures import point_labels
+
+    df = pd.DataFrame({"sampler.decoder": ["llada", "eb_sampler", "klass", None],
+                       "sampler.threshold": [0.9, None, 0.9, None], "sampler.gamma": [None, 0.001, None, None],
+                       "sampler.kl_threshold": [None, None, 0.01, None], "sampler.steps": [8] * 4,
+                       "sampler.block_length": [8] * 4, "sampler.cache": ["none", "dual", "none", "none"]})
+    df["decoding"] = _decoding(df)
+    assert df["decoding"].tolist() == ["threshold", "eb_sampler+dual cache", "klass", "fixed"]
+    assert point_labels(df).tolist() == ["threshold 0.9", "eb sampler, gamma 0.001 + dual cache",
+                                         "klass, kl threshold 0.01", "fixed, 8 steps, block 8"]
