@@ -321,8 +321,9 @@ class IlladaLM(LM):
                 "nfe_per_sample": (c["row_nfe"] or c["forward_rows"]) / n,
                 "generated_tokens": c["generated_tokens"],
                 "tokens_per_forward": c["decoded_tokens"] / max(c["row_nfe"], 1) if c["row_nfe"] else 0.0,
-                "tokens_per_second": c["generated_tokens"] / seconds if seconds > 0 else 0.0,
-                "eval_seconds": seconds, "seconds_per_sample": seconds / n,
+                "eval_seconds": seconds, "throughput_items_per_s": n / seconds if seconds > 0 else None,
+                "throughput_tokens_per_s": (c["generated_tokens"] / seconds
+                                            if seconds > 0 and c["row_nfe"] else None),  # generation only
                 "latency_p50_s": statistics.median(lat), "latency_p95_s": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
                 "load_seconds": self.loaded.load_seconds, "settings": self.settings, "key": self.key}
 

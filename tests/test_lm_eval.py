@@ -242,7 +242,7 @@ def test_sweep_point_runs_an_lm_eval_task(tmp_path, task, group):
     q, c = rec["quality"], rec["cost"]
     assert rec["status"] == "ok" and rec["settings"]["task"] == f"lm_eval:{task}" and q["n"] == 2
     assert q["stderr"] is not None and q["ci_low"] <= q["value"] <= q["ci_high"]
-    assert c["nfe_per_sample"] > 0 and c["seconds_per_sample"] > 0
+    assert c["nfe_per_sample"] > 0 and c["throughput_items_per_s"] > 0 and c["latency_p50_s"] > 0
     import pandas as pd
 
     items = pd.read_parquet(record.with_name(f"{record.stem}.items.parquet"))
