@@ -347,9 +347,10 @@ def test_benchmark_resolves_sampler_configs_with_their_defaults():
 
 def test_benchmark_writes_bench_out_and_never_the_committed_report_unasked(tmp_path, monkeypatch, capsys):
     from illada.benchmarks import decoders as bench
+    from illada.benchmarks.output import RESULTS_DIR
 
     with pytest.raises(SystemExit, match="pass --update-results"):
-        bench.main(["--out", str(bench.RESULTS), "--limit", "1"])
+        bench.main(["--out", str(RESULTS_DIR / bench.REPORT), "--limit", "1"])
     monkeypatch.chdir(tmp_path)
     bench.main(["--limit", "2", "--methods", "fixed,eb_sampler"])
     report = (tmp_path / "bench_out" / "decoders.md").read_text()

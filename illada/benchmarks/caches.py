@@ -24,7 +24,7 @@ import torch
 import illada
 from illada.benchmarks.decoders import sampler_config
 from illada.benchmarks.engine import environment, markdown
-from illada.benchmarks.output import add_report_options, report_path
+from illada.benchmarks.output import add_report_options, report_path, write_report
 from illada.config import ModelConfig
 from illada.evaluate import Point, _encode_prompt, _load_task, resolve
 from illada.model import Transformer
@@ -123,9 +123,7 @@ def main(argv: list[str] | None = None) -> None:
               f"prompt(s) of 32 tokens)\n\n{markdown(rows)}\n\n`{command.strip()}`; {environment(args.device)}; "
               f"{time.perf_counter() - start:.0f} s in all\n")
     print(report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(out, report)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,10 @@ import yaml
 
 import illada
 from illada.benchmarks.engine import environment, markdown
+from illada.benchmarks.output import add_report_options, report_path, write_report
 from illada.evaluate import Point, evaluate, resolve
 
-RESULTS = Path(__file__).parent / "results" / "decoders.md"
-DEFAULT_OUT = Path("bench_out") / "decoders.md"
+REPORT = "decoders.md"
 SAMPLER_CONF = Path(__file__).resolve().parents[2] / "sweeps" / "conf" / "sampler"
 # the LLaDA reference first, Fast-dLLM's threshold rule, then every strategy of sweeps/conf/sampler at its defaults
 METHODS = ["fixed", "threshold", "eb_sampler", "eb_sampler_sglang", "hierarchy", "certainty_prior", "pc_sampler",
@@ -87,12 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help="comma-separated sampler configs (sweeps/conf/sampler/<name>.yaml)")
-    parser.add_argument("--out", type=Path, default=None, help=f"report path (default {DEFAULT_OUT})")
-    parser.add_argument("--update-results", action="store_true", help=f"write the committed report {RESULTS}")
+    add_report_options(parser, REPORT)
     args = parser.parse_args(argv)
-    out = RESULTS if args.update_results else (args.out or DEFAULT_OUT)
-    if out.resolve() == RESULTS.resolve() and not args.update_results:
-        raise SystemExit(f"error: --out={out}: that is the committed report; pass --update-results to replace it")
+    out = report_path(args, REPORT)  # refused now, not after the benchmark
     if args.limit < 1 or args.batch_size < 1:
         raise SystemExit(f"error: --limit={args.limit} / --batch-size={args.batch_size}: must be >= 1")
     rows = run([m for m in args.methods.split(",") if m], args.limit, args.device, args.batch_size, args.model)
@@ -101,9 +98,7 @@ def main(argv: list[str] | None = None) -> None:
               f"block 8, batch size {args.batch_size})\n\n{markdown(rows)}\n\n`{command.strip()}`; "
               f"{environment(args.device)}\n")
     print(report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(out, report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import illada
 from illada.benchmarks.engine import environment, markdown
-from illada.benchmarks.output import add_report_options, report_path
+from illada.benchmarks.output import add_report_options, report_path, write_report
 from illada.evaluate import Point, evaluate, resolve
 
 REPORT = "embedded.md"
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     report = (f"# Embedded default model\n\n{environment('cpu')}\n\n"
               f"Command: `python -m illada.benchmarks.embedded{' --quick' if args.quick else ''}`; records in "
               f"`{runs}`.\n\n" + "\n".join(sections))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(out, report)
 
 
 if __name__ == "__main__":

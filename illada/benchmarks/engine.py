@@ -26,7 +26,7 @@ from safetensors.torch import load_file
 
 import illada
 from illada.attention import flash_attn_available
-from illada.benchmarks.output import RESULTS_DIR, add_report_options, report_path  # noqa: F401 -- gpu.py imports RESULTS_DIR
+from illada.benchmarks.output import RESULTS_DIR, add_report_options, report_path, write_report  # noqa: F401 -- gpu.py imports RESULTS_DIR
 from illada.checkpoint import save_checkpoint, shard_files
 from illada.config import ModelConfig, preset
 from illada.model import Transformer
@@ -206,9 +206,7 @@ def main(argv: list[str] | None = None) -> None:
 
     report = f"# Engine benchmark\n\n{environment('cuda' if torch.cuda.is_available() else 'cpu')}\n\n" \
              f"Command: `python -m illada.benchmarks.engine{' --quick' if args.quick else ''}`\n\n" + "\n".join(sections)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(out, report)
 
 
 if __name__ == "__main__":

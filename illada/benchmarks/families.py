@@ -21,7 +21,7 @@ import torch
 
 from illada.attention import flash_attn_available
 from illada.benchmarks.engine import Roofline, bench_forward, bench_load, environment, markdown
-from illada.benchmarks.output import add_report_options, report_path
+from illada.benchmarks.output import add_report_options, report_path, write_report
 from illada.config import PRESETS, ModelConfig
 from illada.timing import synchronize
 
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     command = "python -m illada.benchmarks.families" + (" --quick" if args.quick else "")
     report = f"# Model families benchmark\n\n{environment(device)}\n\nCommand: `{command}`\n\n" + "\n".join(sections)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
-    print(f"wrote {out}", file=sys.stderr)
+    write_report(out, report)
 
 
 if __name__ == "__main__":

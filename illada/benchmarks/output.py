@@ -8,6 +8,7 @@ a ``--quick`` run's smaller figures never replace it).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -26,6 +27,9 @@ def report_path(args: argparse.Namespace, name: str, flag: str = "--out") -> Pat
     """The report's path for parsed ``args`` (see :func:`add_report_options`); ``SystemExit`` with one
     ``error:`` line for ``--update-results`` with ``--quick`` or with an explicit path."""
     if not args.update_results:
+        if args.report is not None and args.report.resolve() == (RESULTS_DIR / name).resolve():
+            raise SystemExit(f"error: {flag} {args.report}: that is the committed report; pass --update-results "
+                             "to replace it")
         return args.report or BENCH_OUT / name
     if getattr(args, "quick", False):
         raise SystemExit(f"error: --update-results with --quick: quick figures never replace "
@@ -33,3 +37,10 @@ def report_path(args: argparse.Namespace, name: str, flag: str = "--out") -> Pat
     if args.report is not None:
         raise SystemExit(f"error: --update-results writes illada/benchmarks/results/{name}; drop {flag} {args.report}")
     return RESULTS_DIR / name
+
+
+def write_report(out: Path, report: str) -> None:
+    """Write a benchmark's Markdown ``report`` to ``out`` (see :func:`report_path`) and say where."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(f"wrote {out}", file=sys.stderr)
