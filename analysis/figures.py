@@ -123,6 +123,11 @@ DECODER_KNOB = {"eb_sampler": "gamma", "eb_sampler_sglang": "gamma", "hierarchy"
                 "slow_fast": "k_exploration_steps", "dream": "alg"}
 
 
+#: the knob that names a point of each cache mode where it varies (its main knob in ablations/caches.yaml)
+CACHE_KNOB = {"dkv": "cache_steps", "dkv greedy": "cache_steps", "dllm": "gen_interval_steps",
+              "d2cache": "current_k"}
+
+
 def point_labels(df: pd.DataFrame) -> pd.Series:
     """A short human name per point from its settings: ``fixed, 8 steps, block 4``, ``threshold 0.9 + dual
     cache``, ``confidence``. Steps and block length always name a fixed-schedule point; other settings appear
@@ -172,6 +177,9 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
                 parts.append(f"{category_label(value)} threads")
             else:
                 parts.append(f"{name.replace('_', ' ')} {category_label(value)}")
+        knob = CACHE_KNOB.get(cache.removesuffix(" cache"))
+        if knob and varies(f"sampler.{knob}"):  # "+ dkv cache (cache steps 4)"
+            cache += f" ({knob.replace('_', ' ')} {category_label(row.get(f'sampler.{knob}'))})"
         return ", ".join(parts) + (f" + {cache}" if cache else "")
 
     return df.apply(label, axis=1)

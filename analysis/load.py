@@ -39,7 +39,7 @@ from illada.records import KEY_NEUTRAL, CorruptFileError, read_json, read_summar
 from illada.store import PLAN_FILE, SweepStore
 
 #: bump when the frame's columns change, so caches written by an older loader are rebuilt
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 #: sweeps with at least this many records are cached as Parquet (``cache="auto"``)
 CACHE_MIN_RECORDS = 200
 CACHE_DIR = "analysis_cache"
@@ -272,7 +272,8 @@ def schema_columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _decoding(frame: pd.DataFrame) -> pd.Series:
     """How a point decodes: ``fixed`` schedule, Fast-dLLM ``threshold`` / ``factor``, another decoding strategy
-    by its name (``eb_sampler``, ``klass``, ...; ``sampler.decoder``) (+ ``/cache``), or the scorer's name for a
+    by its name (``eb_sampler``, ``klass``, ...; ``sampler.decoder``) (+ ``<cache> cache``, ``dkv greedy cache`` for
+    dKV-Cache-Greedy), or the scorer's name for a
     multiple-choice point."""
     out = pd.Series("fixed", index=frame.index, dtype=object)
     for rule in ("factor", "threshold"):
@@ -283,7 +284,10 @@ def _decoding(frame: pd.DataFrame) -> pd.Series:
         out = out.mask(other, frame["sampler.decoder"])
     if "sampler.cache" in frame:
         cached = frame["sampler.cache"].notna() & frame["sampler.cache"].ne("none")
-        out = out.mask(cached, out + "+" + frame["sampler.cache"].astype(str) + " cache")
+        cache = frame["sampler.cache"].astype(str)
+        if "sampler.dkv_variant" in frame:  # dKV-Cache's two variants are two methods
+            cache = cache.mask(frame["sampler.dkv_variant"].eq("greedy"), cache + " greedy")
+        out = out.mask(cached, out + "+" + cache + " cache")
     if "scorer.name" in frame:
         out = out.mask(frame["scorer.name"].notna(), frame["scorer.name"])
     return out

@@ -144,6 +144,7 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         if point.scorer:
             raise ValueError(f"scorer={dict(point.scorer)!r}: task {task_name!r} is a generation task; use sampler")
         sampler = sampler_settings(point.sampler, special_ids, max_seq_len)
+        sampler.check_batch(point.batch_size)
         settings.update(method="generate", sampler=asdict(sampler))
         return ResolvedPoint(point, kind, sampler, None, None, settings)
     if point.sampler:

@@ -181,6 +181,7 @@ class IlladaLM(LM):
         self._device = next(loaded.model.parameters()).device
         ids = loaded.special_ids
         self.sampler = sampler_settings(sampler, ids, loaded.config.max_seq_len)
+        self.sampler.check_batch(batch_size)
         self.scorer_name, self.scoring = scorer_settings(scorer, ids)
         self.settings = {"model": loaded.source, "dtype": str(next(loaded.model.parameters()).dtype),
                          "batch_size": batch_size, "sampler": asdict(self.sampler),

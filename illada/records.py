@@ -73,7 +73,7 @@ KEY_NEUTRAL: dict[str, Any] = {
         "max_sub_cycles_per_block", "sigma", "clip_alpha", "pc_lambda", "token_frequencies")},
     # issue 18: Dream's sampler knobs and likelihood variants; issue 17: the caches' knobs
     **{f"sampler.{name}": None for name in (
-        "alg", "alg_temp", "top_p", "top_k", "eps", "cache_steps", "prompt_interval_steps", "gen_interval_steps",
+        "alg", "alg_temp", "top_p", "top_k", "eps", "cache_steps", "dkv_variant", "dkv_window", "prompt_interval_steps", "gen_interval_steps",
         "transfer_ratio", "rollout_p", "current_k", "cache_sigma", "inflate_w")},
     **{f"scorer.{name}": None for name in ("nll_type", "log_type", "sampling_eps")},
 }

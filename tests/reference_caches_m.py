@@ -251,3 +251,97 @@ def dllm_cache_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
                 chosen[j, torch.topk(conf[j], k=int(counts[j, i])).indices] = True
             gen[chosen] = x0[chosen]
     return x, store.n
+
+
+# ------------------------------------------------------------------------------------------- dKV-Cache-Greedy
+# horseee/dKV-Cache generation_utils/llada_dkv_cache_greedy.py with models/modeling_llada_dkv_cache_greedy.py.
+# What it does per block (fixed LLaDA schedule, remasking 'random' only, no padding mask, no guidance):
+# * before the block's first forward: x0_p = torch.rand((B, T)) (float32), -inf outside the block, sorted
+#   descending: the block's decoding order; step i decodes order[acc[i]:acc[i+1]] (acc: cumulative counts);
+# * step i with i % cache_steps == 0: full forward; every column's keys/values become the cache;
+# * any other step: only the columns of ``cur`` (chosen at the step before) are fed, in column order; each
+#   layer attends over [their fresh keys] + [cached keys of every other column, in column order], then writes
+#   the fed columns' fresh keys/values into the cache (in place: they persist);
+# * after step i (i < steps - 1): ``cur`` = the columns decoded at step i, those of step i + 1 and, for each
+#   column of step i + 1 in order, find_window_tokens: walk left 1, right 1, left 2, ... marking the first
+#   ``window_size`` columns that were masked at the start of step i and are not marked yet.
+
+def _find_window_tokens(marked: torch.Tensor, select_ids: torch.Tensor, masked: torch.Tensor, window_size: int):
+    """The reference's pointer walk, as written (one row, in place)."""
+    n = marked.shape[0]
+    for select_id in select_ids.tolist():
+        left, right = select_id - 1, select_id + 1
+        count, go_left = 0, True
+        while count < window_size:
+            if go_left:
+                if left >= 0 and not marked[left] and masked[left]:
+                    marked[left] = True
+                    count += 1
+                left -= 1
+            else:
+                if right < n and not marked[right] and masked[right]:
+                    marked[right] = True
+                    count += 1
+                right += 1
+            go_left = not go_left
+            if left < 0 and right > n:
+                break
+
+
+def dkv_greedy_generate(model, prompt: torch.Tensor, steps: int, gen_length: int, block_length: int, mask_id: int,
+                        cache_steps: int, window_size: int):
+    """dKV-Cache-Greedy (its ``random`` order drawn from torch's global generator); returns (x, nfe, fed
+    widths per forward)."""
+    B, P = prompt.shape
+    x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)
+    T = x.shape[1]
+    all_pos = torch.arange(T).expand(B, T)
+    per_block = steps // (gen_length // block_length)
+    nfe, widths = 0, []
+    for b in range(gen_length // block_length):
+        lo, hi = P + b * block_length, P + (b + 1) * block_length
+        n_masked = (x[:, lo:hi] == mask_id).sum(dim=1, keepdim=True)
+        counts = (n_masked // per_block).repeat(1, per_block)
+        for j in range(B):
+            counts[j, :int(n_masked[j] % per_block)] += 1
+        acc = torch.cat([torch.zeros(B, 1, dtype=counts.dtype), counts], dim=1).cumsum(dim=1)
+        x0_p = torch.rand((B, T))
+        x0_p[:, hi:] = -math.inf
+        x0_p[:, :lo] = -math.inf
+        order = torch.sort(x0_p, descending=True).indices
+        kept = None  # per layer (k, v) over the whole canvas
+        cur = None
+        for i in range(per_block):
+            masked = x == mask_id
+            nfe += 1
+            if i % cache_steps != 0:
+                fed = _columns(cur)
+                widths.append(fed.shape[1])
+                logits_fed, fresh = _layers(model, x.gather(1, fed), all_pos.gather(1, fed), _pick(kept, _columns(~cur)))
+                new_kept = []
+                for (fk, fv), (ok, ov) in zip(fresh, kept):
+                    idx = fed[:, None, :, None]
+                    new_kept.append((ok.clone().scatter_(2, idx.expand_as(fk), fk),
+                                     ov.clone().scatter_(2, idx.expand_as(fv), fv)))
+                kept = new_kept
+                x0 = torch.full((B, T), mask_id, dtype=torch.long).scatter_(1, fed, logits_fed.argmax(dim=-1))
+            else:
+                widths.append(T)
+                logits, kept = _layers(model, x, all_pos, None)
+                x0 = logits.argmax(dim=-1)
+            x0 = torch.where(masked, x0, x)
+            transfer = torch.zeros_like(masked)
+            for j in range(B):
+                transfer[j, order[j, acc[j, i]:acc[j, i + 1]]] = True
+            x[transfer] = x0[transfer]
+            nxt = torch.zeros_like(masked)
+            for j in range(B):
+                chosen = order[j, acc[j, i]:acc[j, i + 1]]
+                if i < per_block - 1:
+                    upcoming = order[j, acc[j, i + 1]:acc[j, i + 1] + counts[j, i + 1]]
+                    nxt[j, upcoming] = True
+                    nxt[j, chosen] = True
+                    if window_size > 0:
+                        _find_window_tokens(nxt[j], upcoming, masked[j], window_size)
+            cur = nxt
+    return x, nfe, widths

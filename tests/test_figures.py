@@ -59,6 +59,21 @@ def test_point_labels_are_short_and_human():
     assert list(point_labels(scoring)) == ["confidence", "likelihood"]
 
 
+def test_cache_points_are_named_by_variant_and_main_knob():
+    from analysis.load import _decoding
+
+    settings = pd.DataFrame({"sampler.cache": ["dkv", "dkv", "dkv", "none"],
+                             "sampler.dkv_variant": ["decode", "greedy", "greedy", None],
+                             "sampler.cache_steps": [8, 2, 4, None]})
+    assert list(_decoding(settings)) == ["fixed+dkv cache", "fixed+dkv greedy cache", "fixed+dkv greedy cache",
+                                         "fixed"]
+    df = pd.DataFrame([point(d, 8, 8, cache=c, **{"sampler.cache_steps": k}) for d, c, k in (
+        ("fixed+dkv cache", "dkv", 8), ("fixed+dkv greedy cache", "dkv", 2), ("fixed+dkv greedy cache", "dkv", 4))])
+    assert list(point_labels(df)) == ["fixed, 8 steps, block 8 + dkv cache (cache steps 8)",
+                                      "fixed, 8 steps, block 8 + dkv greedy cache (cache steps 2)",
+                                      "fixed, 8 steps, block 8 + dkv greedy cache (cache steps 4)"]
+
+
 def test_main_job_figure_names_its_front_in_words():
     fig = frontier_plot(FRONTIER, title="frontier: 15 points")
     shown = texts(fig)

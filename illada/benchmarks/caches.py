@@ -8,7 +8,8 @@ cache: one table.
 Two settings: the embedded model on the arithmetic task (its sampler configs, gen_length 8, block 8, one
 problem at a time) and a small random Transformer with a long canvas (G = 256, block 32, 256 steps for the
 fixed schedule). Columns: exact match (embedded only), the fraction of generated tokens that differ from the
-uncached run of the same decoding, NFE per sample, time per step (wall time / forwards), tokens/s. A cache is a
+uncached run of the same decoding (for dKV-Cache-Greedy, which decodes in a random order drawn per block: its
+own run with a full forward every step, same order), NFE per sample, time per step (wall time / forwards), tokens/s. A cache is a
 row of :data:`CACHE_RUNS` (label, sampler overrides). Timings from a loaded machine are not comparable.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -36,9 +37,14 @@ CACHE_RUNS: list[tuple[str, dict[str, Any]]] = [
     ("prefix (Fast-dLLM)", {"cache": "prefix"}),
     ("dual (Fast-dLLM)", {"cache": "dual"}),
     ("dKV-Cache-Decode", {"cache": "dkv"}),
+    ("dKV-Cache-Greedy", {"cache": "dkv", "dkv_variant": "greedy", "remasking": "random", "seed": 0}),
     ("dLLM-Cache", {"cache": "dllm"}),
     ("d2Cache", {"cache": "d2cache"}),
 ]
+# A cache that also changes the decoding order is compared with its own uncached run (a full forward every step,
+# same order); dKV-Cache-Greedy needs the fixed schedule, so it has no threshold row.
+OWN_BASELINE: dict[str, dict[str, Any]] = {"dKV-Cache-Greedy": {"cache_steps": 1}}
+FIXED_ONLY = {"dKV-Cache-Greedy"}
 DECODINGS: list[tuple[str, dict[str, Any]]] = [("fixed", {}), ("threshold 0.9", {"threshold": 0.9})]
 RANDOM_CANVAS = dict(gen_length=256, block_length=32, steps=256)
 
@@ -60,6 +66,23 @@ def _timed(model, prompts: list[tuple[torch.Tensor, torch.Tensor | None]], s: Sa
     return outs, sum(o.wall_time_s for o in outs)
 
 
+def _cache_rows(setting: str, decoding: str, model, prompts: list, s: SamplerSettings,
+                score: Callable[[list], list[bool]] | None) -> list[dict[str, str]]:
+    """One row per cache of :data:`CACHE_RUNS` for the decoding ``s``."""
+    rows, base = [], None
+    for label, overrides in CACHE_RUNS:
+        if label in FIXED_ONLY and decoding != "fixed":
+            continue
+        outs, wall = _timed(model, prompts, s.replace(**overrides))
+        reference = base
+        if label in OWN_BASELINE:
+            reference, _ = _timed(model, prompts, s.replace(**overrides, **OWN_BASELINE[label]))
+        rows.append(_row(setting, decoding, label, outs, reference, wall, None if score is None else score(outs)))
+        base = outs if base is None else base
+        print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
 def embedded_rows(limit: int, device: str) -> list[dict[str, str]]:
     loaded = illada.load("default", device=device)
     rows = []
@@ -70,14 +93,12 @@ def embedded_rows(limit: int, device: str) -> list[dict[str, str]]:
         data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
         prompts = [(torch.tensor([_encode_prompt(loaded.tokenizer, item.prompt, p.chat)], device=device), None)
                    for item in data.items]
-        base = None
-        for label, overrides in CACHE_RUNS:
-            outs, wall = _timed(loaded.model, prompts, resolved.sampler.replace(**overrides))
-            correct = [bool(item.score(loaded.tokenizer.decode(o.generated[0].tolist(), skip_special_tokens=True)))
-                       for item, o in zip(data.items, outs)]
-            rows.append(_row("embedded", decoding, label, outs, base, wall, correct))
-            base = outs if base is None else base
-            print(rows[-1], file=sys.stderr, flush=True)
+
+        def score(outs: list) -> list[bool]:
+            return [bool(item.score(loaded.tokenizer.decode(o.generated[0].tolist(), skip_special_tokens=True)))
+                    for item, o in zip(data.items, outs)]
+
+        rows += _cache_rows("embedded", decoding, loaded.model, prompts, resolved.sampler, score)
     return rows
 
 
@@ -92,13 +113,7 @@ def random_rows(samples: int, device: str, canvas: dict[str, int]) -> list[dict[
     name = f"random 4x128, G={canvas['gen_length']}, block {canvas['block_length']}"
     rows = []
     for decoding, extra in DECODINGS:
-        s = SamplerSettings(mask_id=511, **canvas, **extra)
-        base = None
-        for label, overrides in CACHE_RUNS:
-            outs, wall = _timed(model, prompts, s.replace(**overrides))
-            rows.append(_row(name, decoding, label, outs, base, wall, None))
-            base = outs if base is None else base
-            print(rows[-1], file=sys.stderr, flush=True)
+        rows += _cache_rows(name, decoding, model, prompts, SamplerSettings(mask_id=511, **canvas, **extra), None)
     return rows
 
 

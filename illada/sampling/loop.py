@@ -123,13 +123,16 @@ class _Sampler:
             stale = (x[:, first:start] == s.mask_id).any(dim=0).nonzero()
             lo = first + int(stale[0]) if len(stale) else start
         limit = decoder.max_steps(start, end)
+        order = None
+        if s.draws_block_order:  # dKV-Cache-Greedy: the block's order is drawn once, before its first forward
+            order = forward.mode.order = self._block_order(x, start, end)
         step = 0
         while True:
             logits, offset = decoder.forward(forward, x, start, end, step)
             window_start = max(lo, offset)
             window = x[:, window_start:end]
             masked = window == s.mask_id
-            logits, x0, confidence, noise = self._propose(logits, offset, window_start, end)
+            logits, x0, confidence, noise = self._propose(logits, offset, window_start, end, order)
             if self.calibrate.active:
                 confidence = self.calibrate(confidence, x0, x, first, window_start, start, end, logits.shape[-1])
             confidence = torch.where(masked, confidence, torch.full_like(confidence, rules.NEG_INF))
@@ -151,17 +154,19 @@ class _Sampler:
                 raise RuntimeError(f"block [{start}, {end}) still has masks after {step} steps: the model keeps "
                                    f"predicting mask_id={s.mask_id}")
 
-    def _propose(self, logits: torch.Tensor, offset: int, start: int, end: int
+    def _propose(self, logits: torch.Tensor, offset: int, start: int, end: int, order: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Window logits, x0, confidence and x0's uniforms (None at T=0), with the reference's guidance, EOS
-        controls and random draws."""
+        controls and random draws; ``order`` [B, T]: the block's ``random`` scores when drawn once per block."""
         s = self.s
         rows = logits.shape[0] // 2 if s.cfg_scale > 0 else logits.shape[0]
         span = (rows, logits.shape[1])
         noise = uniform = None
         if s.temperature > 0:
             noise = self._rand((*span, logits.shape[2]), torch.float64, logits.device)[:, start - offset:end - offset]
-        if s.remasking == "random":
+        if order is not None:
+            uniform = order[:, start:end]
+        elif s.remasking == "random":
             uniform = self._rand(span, torch.float32, logits.device)[:, start - offset:end - offset]
         # contiguous: argmax/softmax over a strided slice are several times slower than the copy
         window = logits[:, start - offset:end - offset].contiguous()
@@ -178,6 +183,14 @@ class _Sampler:
         dtype = torch.float64 if s.uses_float64_confidence else window.dtype
         confidence = rules.CONFIDENCE_RULES[s.remasking](window, x0, uniform, dtype)
         return window, x0, confidence, noise
+
+    def _block_order(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        """A U(0, 1) score per canvas column [B, T] (float32, as dKV-Cache-Greedy's ``x0_p``), -inf outside the
+        block [start, end): the block is decoded from the highest score down."""
+        order = self._rand(tuple(x.shape), torch.float32, x.device)
+        order[:, :start] = rules.NEG_INF
+        order[:, end:] = rules.NEG_INF
+        return order
 
     def _rand(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.rand(shape, dtype=dtype, device=device, generator=self.generator)
@@ -335,12 +348,7 @@ def _check_inputs(model, prompt_ids: torch.Tensor, s: SamplerSettings, attention
     if s.cache != "none" and not callable(getattr(model, "new_kv_cache", None)):
         raise ValueError(f"SamplerSettings.cache={s.cache!r} needs a model with a KV cache (new_kv_cache); "
                          f"{type(model).__name__} has none")
-    if s.cache == "dllm" and not s.is_fixed_schedule and prompt_ids.shape[0] > 1:
-        # its refresh schedule counts the forwards of the whole call: in a batch, a row's schedule would follow
-        # the slowest row's block lengths and the row would differ from its unbatched run
-        raise ValueError(f"SamplerSettings.cache='dllm' with an adaptive rule (decoder={s.decoder!r}, "
-                         f"threshold={s.threshold}, factor={s.factor}) runs one row at a time (batch size 1); got "
-                         f"a batch of {prompt_ids.shape[0]}")
+    s.check_batch(prompt_ids.shape[0])
     if s.cache != "none" and getattr(config, "logits_shift", False):
         # A shifted head reads each position's predecessor: the first column of a cached slice (and every column
         # of a scattered one) has none in its forward, so its logits would predict the wrong token. Fast-dLLM's

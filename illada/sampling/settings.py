@@ -32,8 +32,10 @@ class SamplerSettings:
       the ``threshold``/``factor`` rules and the adaptive decoders, which end a block when it has no mask left.
     * ``threshold`` (tau in (0, 1]) / ``factor`` (f > 0): Fast-dLLM's parallel decoding rules (at most one).
     * ``cache``: ``prefix`` or ``dual`` KV cache, refreshed by a full forward at each block start; ``dkv``:
-      dKV-Cache-Decode (illada/sampling/dkv_cache.py), keys/values of decoded tokens cached one step late and
-      refreshed every ``cache_steps`` steps; ``dllm``: dLLM-Cache (illada/sampling/dllm_cache.py), prompt and
+      dKV-Cache (illada/sampling/dkv_cache.py) refreshed every ``cache_steps`` steps, ``dkv_variant`` ``decode``
+      (keys/values of decoded tokens cached one step late) or ``greedy`` (each block decoded in an order drawn at
+      its start; only the tokens decoded last step, those decoded next and ``dkv_window`` masked neighbours of
+      the latter are recomputed); ``dllm``: dLLM-Cache (illada/sampling/dllm_cache.py), prompt and
       response features refreshed every ``prompt_interval_steps`` / ``gen_interval_steps`` forwards, in between
       the ``transfer_ratio`` of response columns whose values changed most; ``d2cache``: d2Cache
       (illada/sampling/d2cache.py), one full forward, then only the ``current_k`` masked positions best by
@@ -107,7 +109,9 @@ class SamplerSettings:
     pc_lambda: float | None = None
     token_frequencies: str | None = None
     # ---- cache knobs (CACHES); None = the cache's published default
-    cache_steps: int | None = None
+    cache_steps: int | None = None  # dKV-Cache (illada/sampling/dkv_cache.py)
+    dkv_variant: str | None = None
+    dkv_window: int | None = None
     prompt_interval_steps: int | None = None  # dLLM-Cache (illada/sampling/dllm_cache.py)
     gen_interval_steps: int | None = None
     transfer_ratio: float | None = None
@@ -217,6 +221,21 @@ class SamplerSettings:
     def is_fixed_schedule(self) -> bool:
         """True for LLaDA's uniform per-step transfer counts (decoder llada without Fast-dLLM threshold/factor)."""
         return self.decoder == "llada" and self.threshold is None and self.factor is None
+
+    @property
+    def draws_block_order(self) -> bool:
+        """True when each block's unmasking order is drawn once, before its first forward (dKV-Cache-Greedy),
+        instead of a fresh ``random`` score per step."""
+        return self.cache == "dkv" and self.dkv_variant == "greedy"
+
+    def check_batch(self, batch_size: int) -> None:
+        """Reject a batch size these settings cannot run with (the rest is checked at construction)."""
+        if self.cache == "dllm" and not self.is_fixed_schedule and batch_size > 1:
+            # its refresh schedule counts the forwards of the whole call: in a batch, a row's schedule would
+            # follow the slowest row's block lengths and the row would differ from its unbatched run
+            raise ValueError(f"batch_size={batch_size}: SamplerSettings.cache='dllm' with an adaptive rule "
+                             f"(decoder={self.decoder!r}, threshold={self.threshold}, factor={self.factor}) runs "
+                             "one row at a time (batch size 1)")
 
     @property
     def stop_set(self) -> tuple[int, ...]:
@@ -422,12 +441,42 @@ class CacheSpec:
     check: Callable[["SamplerSettings"], None] | None = None
 
 
+DKV_VARIANTS: tuple[str, ...] = ("decode", "greedy")
+
+
 def _check_dkv(s: SamplerSettings) -> None:
+    if s.dkv_variant not in DKV_VARIANTS:
+        raise _bad("dkv_variant", s.dkv_variant, f"choose one of {list(DKV_VARIANTS)}")
+    greedy = s.dkv_variant == "greedy"
+    # published defaults per variant: Decode cache_reloading_step=8 (the README's LLaDA example), Greedy
+    # --cache-steps 2 --window-size 4 (the README's llada_generate.py command)
+    if s.cache_steps is None:
+        object.__setattr__(s, "cache_steps", 2 if greedy else 8)
     if isinstance(s.cache_steps, bool) or not isinstance(s.cache_steps, int) or s.cache_steps < 1:
         raise _bad("cache_steps", s.cache_steps, "the refresh interval must be an integer >= 1 (1: every step)")
     if s.cfg_scale > 0:
         raise _bad("cfg_scale", s.cfg_scale, "cache 'dkv' has no guidance in its reference (dKV-Cache raises "
                    "for cfg_scale > 0 with the cache); use 0")
+    if not greedy:
+        if s.dkv_window is not None:
+            raise _bad("dkv_window", s.dkv_window, "only used by dkv_variant 'greedy' (dkv_variant='decode')")
+        return
+    if s.dkv_window is None:
+        object.__setattr__(s, "dkv_window", 4)
+    if isinstance(s.dkv_window, bool) or not isinstance(s.dkv_window, int) or s.dkv_window < 0:
+        raise _bad("dkv_window", s.dkv_window, "masked neighbours recomputed per next token: an integer >= 0")
+    if s.remasking != "random":
+        raise _bad("remasking", s.remasking, "dkv_variant 'greedy' decodes each block in an order drawn at its "
+                   "start (its reference supports remasking='random' only); use 'random'")
+    for name, value, default in (("decoder", s.decoder, "llada"), ("threshold", s.threshold, None),
+                                 ("factor", s.factor, None)):
+        if value != default:
+            raise _bad(name, value, "dkv_variant 'greedy' needs LLaDA's fixed schedule: it recomputes the tokens "
+                       f"it decodes next, so it must know them a step ahead; leave {name} at {default!r}")
+    for name in ("sigma", "debias"):
+        if getattr(s, name):
+            raise _bad(name, getattr(s, name), "dkv_variant 'greedy' fixes each block's order at its start; a "
+                       "confidence calibration has nothing to rank")
 
 
 def _check_dllm(s: SamplerSettings) -> None:
@@ -471,8 +520,9 @@ CACHES: dict[str, CacheSpec] = {
     "none": CacheSpec(),
     "prefix": CacheSpec(),  # Fast-dLLM's prefix cache: refreshed at each block start
     "dual": CacheSpec(),  # Fast-dLLM's dual cache
-    # dKV-Cache-Decode (horseee/dKV-Cache; cache_steps 8: its README's LLaDA example, cache_reloading_step=8)
-    "dkv": CacheSpec(knobs={"cache_steps": 8}, check=_check_dkv),
+    # dKV-Cache (horseee/dKV-Cache): variant decode or greedy; cache_steps / dkv_window defaults per variant
+    # are filled in by _check_dkv
+    "dkv": CacheSpec(knobs={"dkv_variant": "decode", "cache_steps": None, "dkv_window": None}, check=_check_dkv),
     # dLLM-Cache (maomaocun/dLLM-Cache scripts/run_LLaDA_gsm8k_Instruct.sh: Kp 50, Kr 7, rho 0.25)
     "dllm": CacheSpec(knobs={"prompt_interval_steps": 50, "gen_interval_steps": 7, "transfer_ratio": 0.25},
                       check=_check_dllm),
@@ -480,7 +530,7 @@ CACHES: dict[str, CacheSpec] = {
     "d2cache": CacheSpec(knobs={"rollout_p": 0.1, "current_k": 32, "cache_sigma": 10.0, "inflate_w": 0},
                          check=_check_d2cache),
 }
-CACHE_KNOB_FIELDS = frozenset({"cache_steps", "prompt_interval_steps", "gen_interval_steps", "transfer_ratio",
+CACHE_KNOB_FIELDS = frozenset({"cache_steps", "dkv_variant", "dkv_window", "prompt_interval_steps", "gen_interval_steps", "transfer_ratio",
                                "rollout_p", "current_k", "cache_sigma", "inflate_w"})
 
 # ---- Dream (illada/sampling/dream.py)
