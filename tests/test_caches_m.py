@@ -380,5 +380,6 @@ def test_caches_benchmark_reports_every_cache(tmp_path, monkeypatch):
     report = (tmp_path / "bench_out" / "caches.md").read_text()
     for label, _ in caches.CACHE_RUNS:
         assert f"| embedded | fixed | {label} |" in report
+    assert "| embedded | fixed | dKV-Cache-Greedy, uncached (cache_steps=1) |" in report  # its own baseline
     assert "| threshold 0.9 | dKV-Cache-Greedy |" not in report  # fixed schedule only
     assert "tokens differing from no cache" in report and "ms/step" in report and "tokens/s" in report

@@ -9,7 +9,7 @@ Two settings: the embedded model on the arithmetic task (its sampler configs, ge
 problem at a time) and a small random Transformer with a long canvas (G = 256, block 32, 256 steps for the
 fixed schedule). Columns: exact match (embedded only), the fraction of generated tokens that differ from the
 uncached run of the same decoding (for dKV-Cache-Greedy, which decodes in a random order drawn per block: its
-own run with a full forward every step, same order), NFE per sample, time per step (wall time / forwards), tokens/s. A cache is a
+own run with a full forward every step, same order, which has a row of its own), NFE per sample, time per step (wall time / forwards), tokens/s. A cache is a
 row of :data:`CACHE_RUNS` (label, sampler overrides). Timings from a loaded machine are not comparable.
 """
 
@@ -73,10 +73,13 @@ def _cache_rows(setting: str, decoding: str, model, prompts: list, s: SamplerSet
     for label, overrides in CACHE_RUNS:
         if label in FIXED_ONLY and decoding != "fixed":
             continue
-        outs, wall = _timed(model, prompts, s.replace(**overrides))
         reference = base
-        if label in OWN_BASELINE:
-            reference, _ = _timed(model, prompts, s.replace(**overrides, **OWN_BASELINE[label]))
+        if label in OWN_BASELINE:  # its own uncached run gets a row too: what the order costs, cache aside
+            reference, own_wall = _timed(model, prompts, s.replace(**overrides, **OWN_BASELINE[label]))
+            knobs = ", ".join(f"{k}={v}" for k, v in OWN_BASELINE[label].items())
+            rows.append(_row(setting, decoding, f"{label}, uncached ({knobs})", reference, None, own_wall,
+                             None if score is None else score(reference)))
+        outs, wall = _timed(model, prompts, s.replace(**overrides))
         rows.append(_row(setting, decoding, label, outs, reference, wall, None if score is None else score(outs)))
         base = outs if base is None else base
         print(rows[-1], file=sys.stderr, flush=True)
