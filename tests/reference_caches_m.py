@@ -69,9 +69,18 @@ def _pick(kv: list, cols: torch.Tensor) -> list:
     return [(at(k), at(v)) for k, v in kv]
 
 
+def _sample(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The reference's add_gumbel_noise + argmax: float64 noise drawn over exactly the logits it is given."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    noise = torch.rand_like(logits, dtype=torch.float64)
+    return (logits.to(torch.float64).exp() / (-torch.log(noise)) ** temperature).argmax(dim=-1)
+
+
 def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int, block_length: int, mask_id: int,
-                        cache_steps: int, temperature: float = 0.0):
-    """dKV-Cache-Decode with LLaDA's fixed schedule, low_confidence; returns (x, nfe)."""
+                        cache_steps: int, temperature: float = 0.0, remasking: str = "low_confidence"):
+    """dKV-Cache-Decode with LLaDA's fixed schedule (random draws from torch's global generator); returns
+    (x, nfe)."""
     B, P = prompt.shape
     x = torch.cat([prompt, prompt.new_full((B, gen_length), mask_id)], dim=1)
     T = x.shape[1]
@@ -91,8 +100,8 @@ def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
             nfe += 1
             if i % cache_steps != 0 and i > 1:
                 fed = _columns(~prev)
-                logits_fed, fresh = _layers(model, x.gather(1, fed), all_pos.gather(1, fed),
-                                            _pick(kept_full, _columns(prev)))
+                logits, fresh = _layers(model, x.gather(1, fed), all_pos.gather(1, fed),
+                                        _pick(kept_full, _columns(prev)))
                 # the new kept set: fresh keys at the fed columns, the old ones at ``prev``
                 new_full = []
                 for (fk, fv), (ok, ov) in zip(fresh, kept_full):
@@ -100,19 +109,19 @@ def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
                     new_full.append((ok.clone().scatter_(2, idx.expand_as(fk), fk),
                                      ov.clone().scatter_(2, idx.expand_as(fv), fv)))
                 kept_full = new_full
-                logits = torch.zeros(B, T, logits_fed.shape[-1], dtype=logits_fed.dtype)
-                logits.scatter_(1, fed[..., None].expand_as(logits_fed), logits_fed)
-                reached = torch.zeros(B, T, dtype=torch.bool).scatter_(1, fed, True)
             else:
+                fed = all_pos
                 logits, fresh = _layers(model, x, all_pos, None)
                 if i > 0:
                     kept_full = fresh
-                reached = torch.ones(B, T, dtype=torch.bool)
-            if temperature > 0:
-                raise NotImplementedError("the oracle follows the reference at temperature 0")
-            x0 = logits.argmax(dim=-1)
-            p = torch.softmax(logits.to(torch.float64), dim=-1).gather(-1, x0[..., None]).squeeze(-1)
-            p = torch.where(reached, p, torch.full_like(p, -math.inf))
+            x0_fed = _sample(logits, temperature)
+            if remasking == "low_confidence":
+                p_fed = torch.softmax(logits.to(torch.float64), dim=-1).gather(-1, x0_fed[..., None]).squeeze(-1)
+            else:
+                p_fed = torch.rand(x0_fed.shape)
+            # refill onto the canvas: mask_id / -inf where nothing was fed
+            x0 = torch.full((B, T), mask_id, dtype=torch.long).scatter_(1, fed, x0_fed)
+            p = torch.full((B, T), -math.inf, dtype=p_fed.dtype).scatter_(1, fed, p_fed)
             p[:, hi:] = -math.inf
             x0 = torch.where(masked, x0, x)
             conf = torch.where(masked, p, torch.full_like(p, -math.inf))
@@ -289,7 +298,7 @@ def _find_window_tokens(marked: torch.Tensor, select_ids: torch.Tensor, masked: 
 
 
 def dkv_greedy_generate(model, prompt: torch.Tensor, steps: int, gen_length: int, block_length: int, mask_id: int,
-                        cache_steps: int, window_size: int):
+                        cache_steps: int, window_size: int, temperature: float = 0.0):
     """dKV-Cache-Greedy (its ``random`` order drawn from torch's global generator); returns (x, nfe, fed
     widths per forward)."""
     B, P = prompt.shape
@@ -324,11 +333,11 @@ def dkv_greedy_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
                     new_kept.append((ok.clone().scatter_(2, idx.expand_as(fk), fk),
                                      ov.clone().scatter_(2, idx.expand_as(fv), fv)))
                 kept = new_kept
-                x0 = torch.full((B, T), mask_id, dtype=torch.long).scatter_(1, fed, logits_fed.argmax(dim=-1))
+                x0 = torch.full((B, T), mask_id, dtype=torch.long).scatter_(1, fed, _sample(logits_fed, temperature))
             else:
                 widths.append(T)
                 logits, kept = _layers(model, x, all_pos, None)
-                x0 = logits.argmax(dim=-1)
+                x0 = _sample(logits, temperature)
             x0 = torch.where(masked, x0, x)
             transfer = torch.zeros_like(masked)
             for j in range(B):

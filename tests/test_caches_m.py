@@ -42,6 +42,23 @@ def test_dkv_matches_reference_tokens_and_nfe(gen_length, steps, block_length, c
     assert ours.nfe == nfe == steps
 
 
+@pytest.mark.parametrize("temperature,remasking", [(1.0, "low_confidence"), (0.5, "random"), (0.0, "random")])
+@pytest.mark.parametrize("gen_length,steps,block_length,cache_steps", [(16, 16, 8, 3), (24, 12, 8, 2), (16, 16, 16, 8)])
+def test_dkv_follows_the_references_random_stream(temperature, remasking, gen_length, steps, block_length,
+                                                  cache_steps):
+    # a cached step draws its noise / random scores over the fed columns only, as the reference
+    model = tiny_transformer(dtype=torch.float64)
+    prompt = padded_prompts(batch=2)[0][:, -4:]
+    torch.manual_seed(5)
+    ref, nfe = dkv_decode_generate(model, prompt.clone(), steps, gen_length, block_length, MASK, cache_steps,
+                                   temperature, remasking)
+    ours = generate(model, prompt, SamplerSettings(
+        mask_id=MASK, gen_length=gen_length, steps=steps, block_length=block_length, cache="dkv",
+        cache_steps=cache_steps, temperature=temperature, remasking=remasking, seed=5))
+    assert torch.equal(ours.tokens, ref)
+    assert ours.nfe == nfe
+
+
 def test_dkv_is_approximate_and_cache_steps_one_is_the_uncached_run():
     model = tiny_transformer(dtype=torch.float64)
     prompt, mask = padded_prompts()
@@ -154,6 +171,19 @@ def test_dkv_greedy_matches_reference_tokens_nfe_and_fed_columns(gen_length, ste
     assert torch.equal(ours.tokens, ref)
     assert ours.nfe == nfe == steps
     assert [shape[1] for shape, _ in model.calls] == widths
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0])
+@pytest.mark.parametrize("cache_steps,window", [(2, 4), (3, 1), (4, 0)])
+def test_dkv_greedy_follows_the_references_random_stream(temperature, cache_steps, window):
+    model = tiny_transformer(dtype=torch.float64)
+    prompt = padded_prompts(batch=2)[0][:, -4:]
+    s = greedy(gen_length=24, steps=12, cache_steps=cache_steps, dkv_window=window, temperature=temperature)
+    torch.manual_seed(s.seed)
+    ref, nfe, _ = dkv_greedy_generate(model, prompt.clone(), 12, 24, 8, MASK, cache_steps, window, temperature)
+    ours = generate(model, prompt, s)
+    assert torch.equal(ours.tokens, ref)
+    assert ours.nfe == nfe
 
 
 def test_dkv_greedy_feeds_last_next_and_window_columns():

@@ -62,6 +62,7 @@ class DKVCache:
         self.order: torch.Tensor | None = None  # greedy: [B, T] unmasking scores, -inf outside the block
         self.quota: list[int] = []  # greedy: tokens decoded per step (LLaDA's fixed schedule)
         self.step = 0
+        self.drawn: torch.Tensor | None = None  # [B, W] columns the last forward fed, None: all
 
     def refreshes(self, step: int) -> bool:
         if self.greedy:
@@ -73,12 +74,14 @@ class DKVCache:
         self.step = step
         if step == 0 and self.greedy:
             self.quota = rules.transfer_counts(end - start, self.s.steps_per_block)
+        self.drawn = None
         if self.refreshes(step):
             if self.kv is None:
                 self.kv = self.model.new_kv_cache(x.shape[0], x.shape[1])
             logits = self.model(x, mask, kv_cache=self.kv, cache_start=0)
         else:
             index, write = fed_columns(self.feed)
+            self.drawn = index  # the reference draws its noise / random scores for these columns only
             positions = canvas_positions(mask, x.shape[0], x.shape[1], x.device).gather(1, index)
             self.kv.index, self.kv.write = index, write
             try:

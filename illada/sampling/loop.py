@@ -132,7 +132,8 @@ class _Sampler:
             window_start = max(lo, offset)
             window = x[:, window_start:end]
             masked = window == s.mask_id
-            logits, x0, confidence, noise = self._propose(logits, offset, window_start, end, order)
+            logits, x0, confidence, noise = self._propose(logits, offset, window_start, end, order,
+                                                          getattr(forward.mode, "drawn", None))
             if self.calibrate.active:
                 confidence = self.calibrate(confidence, x0, x, first, window_start, start, end, logits.shape[-1])
             confidence = torch.where(masked, confidence, torch.full_like(confidence, rules.NEG_INF))
@@ -154,20 +155,23 @@ class _Sampler:
                 raise RuntimeError(f"block [{start}, {end}) still has masks after {step} steps: the model keeps "
                                    f"predicting mask_id={s.mask_id}")
 
-    def _propose(self, logits: torch.Tensor, offset: int, start: int, end: int, order: torch.Tensor | None = None
+    def _propose(self, logits: torch.Tensor, offset: int, start: int, end: int, order: torch.Tensor | None = None,
+                 drawn: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Window logits, x0, confidence and x0's uniforms (None at T=0), with the reference's guidance, EOS
-        controls and random draws; ``order`` [B, T]: the block's ``random`` scores when drawn once per block."""
+        controls and random draws; ``order`` [B, T]: the block's ``random`` scores when drawn once per block;
+        ``drawn`` [B, W]: the columns a gathered forward fed (dKV-Cache), the only ones its reference draws for."""
         s = self.s
         rows = logits.shape[0] // 2 if s.cfg_scale > 0 else logits.shape[0]
         span = (rows, logits.shape[1])
         noise = uniform = None
         if s.temperature > 0:
-            noise = self._rand((*span, logits.shape[2]), torch.float64, logits.device)[:, start - offset:end - offset]
+            noise = self._draw(span, logits.shape[2], torch.float64, logits.device, drawn)
+            noise = noise[:, start - offset:end - offset]
         if order is not None:
             uniform = order[:, start:end]
         elif s.remasking == "random":
-            uniform = self._rand(span, torch.float32, logits.device)[:, start - offset:end - offset]
+            uniform = self._draw(span, None, torch.float32, logits.device, drawn)[:, start - offset:end - offset]
         # contiguous: argmax/softmax over a strided slice are several times slower than the copy
         window = logits[:, start - offset:end - offset].contiguous()
         if s.cfg_scale > 0:
@@ -191,6 +195,17 @@ class _Sampler:
         order[:, :start] = rules.NEG_INF
         order[:, end:] = rules.NEG_INF
         return order
+
+    def _draw(self, span: tuple[int, int], vocab: int | None, dtype: torch.dtype, device: torch.device,
+              drawn: torch.Tensor | None) -> torch.Tensor:
+        """U(0, 1) per column of ``span`` (and token, given ``vocab``), drawn as the reference draws them: over
+        the span, or over the fed columns ``drawn`` only (the others get 0.5: nothing is committed there)."""
+        tail = () if vocab is None else (vocab,)
+        if drawn is None:
+            return self._rand((*span, *tail), dtype, device)
+        fed = self._rand((span[0], drawn.shape[1], *tail), dtype, device)
+        index = drawn if vocab is None else drawn[..., None].expand_as(fed)
+        return torch.full((*span, *tail), 0.5, dtype=dtype, device=device).scatter_(1, index, fed)
 
     def _rand(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         return torch.rand(shape, dtype=dtype, device=device, generator=self.generator)
