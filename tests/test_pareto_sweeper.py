@@ -34,6 +34,7 @@ def test_override_grammar():
     assert override("model.path", "/a/b c") == "model.path='/a/b c'"
 
 
+@pytest.mark.slow
 def test_search_in_process_end_to_end_and_resume(tiny_model, tmp_path, conf):
     write_search(conf, enqueue=[{"sampler.steps": 8, "sampler.remasking": "low_confidence"}])
     args = search_args(tiny_model, tmp_path / "sweep", conf)
@@ -60,6 +61,7 @@ def test_search_in_process_end_to_end_and_resume(tiny_model, tmp_path, conf):
     assert len(store.records()) == len({t.user_attrs["key"] for t in study.trials})  # one record per point
 
 
+@pytest.mark.slow
 def test_resume_runs_new_points_and_a_budget_in_evaluations(tiny_model, tmp_path, conf):
     """The same command again with a bigger budget evaluates points the study has not seen (it used to replay
     its first trials as cache hits); `n_evaluations` counts distinct points."""

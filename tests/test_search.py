@@ -151,6 +151,7 @@ def test_resume_reconciles_trials_left_running(tmp_path, tiny_model):
     assert len(trials) == 4
 
 
+@pytest.mark.slow
 def test_submitit_local_executor(tmp_path, tiny_model):
     """Trials as real submitit jobs (separate processes), two in flight."""
     import submitit

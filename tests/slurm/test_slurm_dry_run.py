@@ -13,7 +13,7 @@ from sweeps.app import main
 from tests.slurm.test_slurm_sweeps import SLURM
 from tests.sweep_fixtures import tiny_model  # noqa: F401 -- fixture
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 SLURM_QUEUE = [o for o in SLURM if not o.startswith("hydra.sweeper.")]  # the Pareto sweeper has no poll settings
 
 

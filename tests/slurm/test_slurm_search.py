@@ -14,7 +14,7 @@ from illada.store import SweepStore
 from tests.search_fixtures import ROOT, load_study, run_search, search_args, write_search
 from tests.sweep_fixtures import tiny_model  # noqa: F401 -- fixture
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.gpus_per_node=1", "hydra.launcher.timeout_min=10"]

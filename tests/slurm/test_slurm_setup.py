@@ -20,7 +20,7 @@ import pytest
 
 from tests.slurm.conftest import SCRIPTS, _cluster_answers
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 def _holders(path: Path) -> list[str]:
