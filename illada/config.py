@@ -184,25 +184,8 @@ class ModelConfig:
         _require_false(hf, source, ("attention_bias", "mlp_bias"))
         if hf.get("rope_scaling"):
             raise ConfigError(f"{source}: field 'rope_scaling'={hf['rope_scaling']!r} is not supported")
-        n_heads = _require(hf, source, "num_attention_heads")
-        return cls(
-            vocab_size=_require(hf, source, "vocab_size"),
-            dim=_require(hf, source, "hidden_size"),
-            n_layers=_require(hf, source, "num_hidden_layers"),
-            n_heads=n_heads,
-            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-            ffn_dim=_require(hf, source, "intermediate_size"),
-            head_dim=hf.get("head_dim") or 0,
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(hf.get("rope_theta", 10000.0)),
-            max_seq_len=hf.get("max_position_embeddings", 8192),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            format="illada",
-            mask_token_id=hf.get("mask_token_id"),
-            eos_token_id=_first_id(hf.get("eos_token_id")),
-            pad_token_id=hf.get("pad_token_id"),
-            bos_token_id=hf.get("bos_token_id"),
-        )
+        return cls(**_llama_layout(hf, source, norm_eps=1e-6, max_seq_len=8192), head_dim=hf.get("head_dim") or 0,
+                   format="illada")
 
     @classmethod
     def _from_dream(cls, hf: dict[str, Any], source: str) -> "ModelConfig":
@@ -210,28 +193,9 @@ class ModelConfig:
         # converted checkpoints that say attention_bias=false store no biases (Dream's code then zero-fills them).
         _require_equal(hf, source, {"hidden_act": "silu"})
         _require_false(hf, source, ("rope_scaling", "use_sliding_window"))
-        dim, n_heads = _require(hf, source, "hidden_size"), _require(hf, source, "num_attention_heads")
-        if dim % n_heads:
-            raise ConfigError(f"{source}: hidden_size={dim} is not a multiple of num_attention_heads={n_heads}")
-        return cls(
-            vocab_size=_require(hf, source, "vocab_size"),
-            dim=dim,
-            n_layers=_require(hf, source, "num_hidden_layers"),
-            n_heads=n_heads,
-            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-            ffn_dim=_require(hf, source, "intermediate_size"),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-            rope_theta=float(hf.get("rope_theta", 10000.0)),
-            max_seq_len=hf.get("max_position_embeddings", 32768),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            format="dream",
-            qkv_bias=bool(hf.get("attention_bias", True)),
-            logits_shift=True,
-            mask_token_id=hf.get("mask_token_id"),
-            eos_token_id=_first_id(hf.get("eos_token_id")),
-            pad_token_id=hf.get("pad_token_id"),
-            bos_token_id=hf.get("bos_token_id"),
-        )
+        _require_whole_heads(hf, source)
+        return cls(**_llama_layout(hf, source, norm_eps=1e-6, max_seq_len=32768), format="dream",
+                   qkv_bias=bool(hf.get("attention_bias", True)), logits_shift=True)
 
     @classmethod
     def _from_llada_moe(cls, hf: dict[str, Any], source: str) -> "ModelConfig":
@@ -248,31 +212,15 @@ class ModelConfig:
         freq = hf.get("moe_layer_freq") or []
         if not all(freq):
             raise ConfigError(f"{source}: field 'moe_layer_freq'={freq!r} is not supported (every layer must be MoE)")
-        dim, n_heads = _require(hf, source, "hidden_size"), _require(hf, source, "num_attention_heads")
-        if dim % n_heads:
-            raise ConfigError(f"{source}: hidden_size={dim} is not a multiple of num_attention_heads={n_heads}")
-        return cls(
-            vocab_size=_require(hf, source, "vocab_size"),
-            dim=dim,
-            n_layers=_require(hf, source, "num_hidden_layers"),
-            n_heads=n_heads,
-            n_kv_heads=hf.get("num_key_value_heads") or n_heads,
-            ffn_dim=_require(hf, source, "expert_intermediate_size"),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-5)),
-            rope_theta=float(_require(hf, source, "rope_theta")),
-            max_seq_len=hf.get("max_position_embeddings", 4096),
-            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            format="llada_moe",
-            qk_norm=bool(hf.get("qk_layernorm", False)),
-            n_experts=_require(hf, source, "num_experts"),
-            experts_per_token=_require(hf, source, "num_experts_per_tok"),
-            norm_topk_prob=False,
-            shared_expert_ffn_dim=max(0, hf.get("shared_expert_intermediate_size") or 0),
-            mask_token_id=hf.get("mask_token_id"),
-            eos_token_id=_first_id(hf.get("eos_token_id")),
-            pad_token_id=hf.get("pad_token_id"),
-            bos_token_id=hf.get("bos_token_id"),
-        )
+        _require_whole_heads(hf, source)
+        fields = _llama_layout(hf, source, norm_eps=1e-5, max_seq_len=4096, ffn_field="expert_intermediate_size")
+        fields["rope_theta"] = float(_require(hf, source, "rope_theta"))  # its modeling code has no default
+        return cls(**fields, format="llada_moe",
+                   qk_norm=bool(hf.get("qk_layernorm", False)),
+                   n_experts=_require(hf, source, "num_experts"),
+                   experts_per_token=_require(hf, source, "num_experts_per_tok"),
+                   norm_topk_prob=False,
+                   shared_expert_ffn_dim=max(0, hf.get("shared_expert_intermediate_size") or 0))
 
     def to_hf_config(self) -> dict[str, Any]:
         """The ``config.json`` dictionary of this config in its own checkpoint format."""
@@ -392,6 +340,36 @@ def preset(name: str) -> ModelConfig:
         return PRESETS[name]
     except KeyError:
         raise ConfigError(f"unknown model preset {name!r}; known presets: {sorted(PRESETS)}") from None
+
+
+def _llama_layout(hf: dict[str, Any], source: str, norm_eps: float, max_seq_len: int,
+                  ffn_field: str = "intermediate_size") -> dict[str, Any]:
+    """The fields every Hugging Face Llama-layout config names alike (Llama/iLLaDA, Dream, LLaDA-MoE); defaults
+    that differ by family are the caller's (the value its modeling code assumes when the field is absent)."""
+    n_heads = _require(hf, source, "num_attention_heads")
+    return dict(
+        vocab_size=_require(hf, source, "vocab_size"),
+        dim=_require(hf, source, "hidden_size"),
+        n_layers=_require(hf, source, "num_hidden_layers"),
+        n_heads=n_heads,
+        n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+        ffn_dim=_require(hf, source, ffn_field),
+        norm_eps=float(hf.get("rms_norm_eps", norm_eps)),
+        rope_theta=float(hf.get("rope_theta", 10000.0)),
+        max_seq_len=hf.get("max_position_embeddings", max_seq_len),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        mask_token_id=hf.get("mask_token_id"),
+        eos_token_id=_first_id(hf.get("eos_token_id")),
+        pad_token_id=hf.get("pad_token_id"),
+        bos_token_id=hf.get("bos_token_id"),
+    )
+
+
+def _require_whole_heads(hf: dict[str, Any], source: str) -> None:
+    """head_dim = hidden_size / num_attention_heads (Dream's and LLaDA-MoE's code take it so)."""
+    dim, n_heads = _require(hf, source, "hidden_size"), _require(hf, source, "num_attention_heads")
+    if dim % n_heads:
+        raise ConfigError(f"{source}: hidden_size={dim} is not a multiple of num_attention_heads={n_heads}")
 
 
 def _require(hf: dict[str, Any], source: str, field: str) -> Any:
