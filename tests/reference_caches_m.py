@@ -69,6 +69,15 @@ def _pick(kv: list, cols: torch.Tensor) -> list:
     return [(at(k), at(v)) for k, v in kv]
 
 
+def _num_transfer_tokens(block_masked: torch.Tensor, steps: int) -> torch.Tensor:
+    """LLaDA's get_num_transfer_tokens: the block's masks over ``steps`` steps, the remainder first [B, steps]."""
+    n_masked = block_masked.sum(dim=1, keepdim=True)
+    counts = (n_masked // steps).repeat(1, steps)
+    for j in range(block_masked.shape[0]):
+        counts[j, :int(n_masked[j] % steps)] += 1
+    return counts
+
+
 def _sample(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """The reference's add_gumbel_noise + argmax: float64 noise drawn over exactly the logits it is given."""
     if temperature == 0:
@@ -89,10 +98,7 @@ def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
     nfe = 0
     for b in range(gen_length // block_length):
         lo, hi = P + b * block_length, P + (b + 1) * block_length
-        n_masked = (x[:, lo:hi] == mask_id).sum(dim=1, keepdim=True)
-        counts = (n_masked // per_block).repeat(1, per_block)
-        for j in range(B):
-            counts[j, :int(n_masked[j] % per_block)] += 1
+        counts = _num_transfer_tokens(x[:, lo:hi] == mask_id, per_block)
         kept_full = None  # per layer (k, v) over the whole canvas; only the ``cur`` columns are meaningful
         prev = cur = None
         for i in range(per_block):
@@ -238,10 +244,7 @@ def dllm_cache_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
     per_block = steps // (gen_length // block_length)
     for b in range(gen_length // block_length):
         lo, hi = P + b * block_length, P + (b + 1) * block_length
-        n_masked = (x[:, lo:hi] == mask_id).sum(dim=1, keepdim=True)
-        counts = (n_masked // per_block).repeat(1, per_block)
-        for j in range(B):
-            counts[j, :int(n_masked[j] % per_block)] += 1
+        counts = _num_transfer_tokens(x[:, lo:hi] == mask_id, per_block)
         for i in range(per_block):
             store.n += 1
             h = model.tok_embeddings(x)
@@ -309,10 +312,7 @@ def dkv_greedy_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
     nfe, widths = 0, []
     for b in range(gen_length // block_length):
         lo, hi = P + b * block_length, P + (b + 1) * block_length
-        n_masked = (x[:, lo:hi] == mask_id).sum(dim=1, keepdim=True)
-        counts = (n_masked // per_block).repeat(1, per_block)
-        for j in range(B):
-            counts[j, :int(n_masked[j] % per_block)] += 1
+        counts = _num_transfer_tokens(x[:, lo:hi] == mask_id, per_block)
         acc = torch.cat([torch.zeros(B, 1, dtype=counts.dtype), counts], dim=1).cumsum(dim=1)
         x0_p = torch.rand((B, T))
         x0_p[:, hi:] = -math.inf
