@@ -123,6 +123,10 @@ DECODER_KNOB = {"eb_sampler": "gamma", "eb_sampler_sglang": "gamma", "hierarchy"
                 "slow_fast": "k_exploration_steps", "dream": "alg"}
 
 
+#: how a setting that varies across a figure's points is named in their labels ("{}": its value)
+SETTING_LABELS = {"remasking": "{} remasking", "gen_length": "{} tokens", "mc_num": "{} MC samples",
+                  "batch_size": "batch {}", "threads": "{} threads"}
+
 #: the knob that names a point of each cache mode where it varies (its main knob in ablations/caches.yaml)
 CACHE_KNOB = {"dkv": "cache_steps", "dkv greedy": "cache_steps", "dllm": "gen_interval_steps",
               "d2cache": "current_k"}
@@ -165,18 +169,8 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
             if value is None or value != value:
                 continue
             name = column.split(".", 1)[-1]
-            if name == "remasking":
-                parts.append(f"{str(value).replace('_', ' ')} remasking")
-            elif name == "gen_length":
-                parts.append(f"{category_label(value)} tokens")
-            elif name == "mc_num":
-                parts.append(f"{category_label(value)} MC samples")
-            elif name == "batch_size":
-                parts.append(f"batch {category_label(value)}")
-            elif name == "threads":
-                parts.append(f"{category_label(value)} threads")
-            else:
-                parts.append(f"{name.replace('_', ' ')} {category_label(value)}")
+            text = str(value).replace("_", " ") if name == "remasking" else category_label(value)
+            parts.append(SETTING_LABELS.get(name, name.replace("_", " ") + " {}").format(text))
         knob = CACHE_KNOB.get(cache.removesuffix(" cache"))
         if knob and varies(f"sampler.{knob}"):  # "+ dkv cache (cache steps 4)"
             cache += f" ({knob.replace('_', ' ')} {category_label(row.get(f'sampler.{knob}'))})"
