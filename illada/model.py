@@ -272,6 +272,8 @@ class Transformer(nn.Module):
                 position_ids = full[:, cache_start:cache_start + T]
             else:
                 position_ids = torch.arange(cache_start, cache_start + T, device=input_ids.device).expand(B, T)
+        if key_mask is not None and key_mask.dim() == 2 and bool(key_mask.all()):
+            key_mask = None  # nothing padded: checked once here, not by the backend in every layer (a GPU sync)
         cos, sin = rope_cos_sin(position_ids, self.config.head_dim, self.config.rope_theta)
         attn_fn = get_backend(self._attn_backend, self.device, self.dtype)
         h = self.tok_embeddings(input_ids)
