@@ -69,6 +69,13 @@ def _pick(kv: list, cols: torch.Tensor) -> list:
     return [(at(k), at(v)) for k, v in kv]
 
 
+def _written(kept: list, fresh: list, cols: torch.Tensor) -> list:
+    """Per layer (k, v) over the whole canvas with the fresh keys/values of the fed ``cols`` [B, N] written in."""
+    def write(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        return old.clone().scatter_(2, cols[:, None, :, None].expand_as(new), new)
+    return [(write(ok, fk), write(ov, fv)) for (fk, fv), (ok, ov) in zip(fresh, kept)]
+
+
 def _num_transfer_tokens(block_masked: torch.Tensor, steps: int) -> torch.Tensor:
     """LLaDA's get_num_transfer_tokens: the block's masks over ``steps`` steps, the remainder first [B, steps]."""
     n_masked = block_masked.sum(dim=1, keepdim=True)
@@ -109,12 +116,7 @@ def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
                 logits, fresh = _layers(model, x.gather(1, fed), all_pos.gather(1, fed),
                                         _pick(kept_full, _columns(prev)))
                 # the new kept set: fresh keys at the fed columns, the old ones at ``prev``
-                new_full = []
-                for (fk, fv), (ok, ov) in zip(fresh, kept_full):
-                    idx = fed[:, None, :, None]
-                    new_full.append((ok.clone().scatter_(2, idx.expand_as(fk), fk),
-                                     ov.clone().scatter_(2, idx.expand_as(fv), fv)))
-                kept_full = new_full
+                kept_full = _written(kept_full, fresh, fed)
             else:
                 fed = all_pos
                 logits, fresh = _layers(model, x, all_pos, None)
@@ -327,12 +329,7 @@ def dkv_greedy_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
                 fed = _columns(cur)
                 widths.append(fed.shape[1])
                 logits_fed, fresh = _layers(model, x.gather(1, fed), all_pos.gather(1, fed), _pick(kept, _columns(~cur)))
-                new_kept = []
-                for (fk, fv), (ok, ov) in zip(fresh, kept):
-                    idx = fed[:, None, :, None]
-                    new_kept.append((ok.clone().scatter_(2, idx.expand_as(fk), fk),
-                                     ov.clone().scatter_(2, idx.expand_as(fv), fv)))
-                kept = new_kept
+                kept = _written(kept, fresh, fed)
                 x0 = torch.full((B, T), mask_id, dtype=torch.long).scatter_(1, fed, _sample(logits_fed, temperature))
             else:
                 widths.append(T)

@@ -15,18 +15,24 @@ from illada.sampling import loop
 from illada.sampling.dkv_cache import window_columns
 from tests.reference_caches_m import (_find_window_tokens, dkv_decode_generate, dkv_greedy_generate,
                                      dllm_cache_generate)
-from tests.toy_models import Recorder, tiny_transformer
+from tests.test_sampling import padded_prompts as left_padded_prompts
+from tests.toy_models import Recorder, one_by_one, tiny_transformer
 
 MASK = 47
 
 
 def padded_prompts(batch: int = 3, length: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, MASK, (batch, length), generator=g)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    for row in range(batch):
-        ids[row, :2 * row], mask[row, :2 * row] = 0, 0
-    return ids, mask
+    return left_padded_prompts(batch, length, seed, vocab=MASK + 1)
+
+
+def assert_rows_stop_as_alone(model, prompt: torch.Tensor, mask: torch.Tensor, s: SamplerSettings) -> None:
+    """Variable length: each row of the batch stops where it stops alone, with the same tokens up to there."""
+    batched = generate(model, prompt, s, mask)
+    for row in range(prompt.shape[0]):
+        alone = generate(model, prompt[row:row + 1, mask[row].bool()], s)
+        n = int(alone.generated_tokens[0])
+        assert int(batched.generated_tokens[row]) == n
+        assert torch.equal(batched.generated[row, :n], alone.generated[0, :n]), row
 
 
 @pytest.mark.parametrize("gen_length,steps,block_length",
@@ -77,11 +83,7 @@ def test_dkv_batched_equals_one_by_one(kw):
     model = tiny_transformer()
     prompt, mask = padded_prompts()
     s = SamplerSettings(mask_id=MASK, gen_length=16, steps=16, block_length=8, cache="dkv", **kw)
-    batched = generate(model, prompt, s, mask)
-    for row in range(prompt.shape[0]):
-        keep = mask[row].bool()
-        alone = generate(model, prompt[row:row + 1, keep], s)
-        assert torch.equal(batched.generated[row], alone.generated[0]), row
+    assert torch.equal(generate(model, prompt, s, mask).tokens, one_by_one(model, prompt, mask, s)[0])
 
 
 def test_dkv_feeds_the_columns_not_decoded_one_step_earlier():
@@ -239,11 +241,7 @@ def test_dkv_greedy_batched_equals_one_by_one(kw, monkeypatch):
     model = tiny_transformer()
     prompt, mask = padded_prompts()
     s = greedy(**kw)
-    batched = generate(model, prompt, s, mask)
-    for row in range(prompt.shape[0]):
-        keep = mask[row].bool()
-        alone = generate(model, prompt[row:row + 1, keep], s)
-        assert torch.equal(batched.generated[row], alone.generated[0]), row
+    assert torch.equal(generate(model, prompt, s, mask).tokens, one_by_one(model, prompt, mask, s)[0])
 
 
 def test_dkv_greedy_variable_length_rows_stop_independently(monkeypatch):
@@ -251,12 +249,7 @@ def test_dkv_greedy_variable_length_rows_stop_independently(monkeypatch):
     model = tiny_transformer()
     prompt, mask = padded_prompts()
     s = greedy(gen_length=24, steps=24, variable_length=True, stop_ids=(5, 9, 21))
-    batched = generate(model, prompt, s, mask)
-    for row in range(prompt.shape[0]):
-        alone = generate(model, prompt[row:row + 1, mask[row].bool()], s)
-        n = int(alone.generated_tokens[0])
-        assert int(batched.generated_tokens[row]) == n
-        assert torch.equal(batched.generated[row, :n], alone.generated[0, :n]), row
+    assert_rows_stop_as_alone(model, prompt, mask, s)
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -311,11 +304,7 @@ def test_dllm_batched_equals_one_by_one(kw):
     model = tiny_transformer()
     prompt, mask = padded_prompts()
     s = SamplerSettings(**{**dict(mask_id=MASK, gen_length=16, steps=16, block_length=8, cache="dllm"), **kw})
-    batched = generate(model, prompt, s, mask)
-    for row in range(prompt.shape[0]):
-        keep = mask[row].bool()
-        alone = generate(model, prompt[row:row + 1, keep], s)
-        assert torch.equal(batched.generated[row], alone.generated[0]), row
+    assert torch.equal(generate(model, prompt, s, mask).tokens, one_by_one(model, prompt, mask, s)[0])
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -370,12 +359,7 @@ def test_dkv_variable_length_rows_stop_independently():
     prompt, mask = padded_prompts()
     s = SamplerSettings(mask_id=MASK, gen_length=24, steps=24, block_length=8, cache="dkv", cache_steps=3,
                         variable_length=True, stop_ids=(5, 9, 21))
-    batched = generate(model, prompt, s, mask)
-    for row in range(prompt.shape[0]):
-        alone = generate(model, prompt[row:row + 1, mask[row].bool()], s)
-        n = int(alone.generated_tokens[0])
-        assert int(batched.generated_tokens[row]) == n
-        assert torch.equal(batched.generated[row, :n], alone.generated[0, :n]), row
+    assert_rows_stop_as_alone(model, prompt, mask, s)
 
 
 # ------------------------------------------------------------------------------------------- sweeps, benchmark

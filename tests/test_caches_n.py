@@ -7,6 +7,7 @@ import torch
 
 from illada.sampling import SamplerSettings, generate
 from tests.reference_caches_n import d2cache_generate
+from tests.test_sampling import padded_prompts
 from tests.toy_models import Recorder, tiny_transformer
 
 MASK = 47
@@ -14,12 +15,7 @@ MASK = 47
 
 def prompts(batch: int, length: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompts (pad id 0): row r has 2r padding positions."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, MASK, (batch, length), generator=g)
-    mask = torch.ones(batch, length, dtype=torch.long)
-    for row in range(batch):
-        ids[row, :2 * row], mask[row, :2 * row] = 0, 0
-    return ids, mask
+    return padded_prompts(batch, length, seed, vocab=MASK + 1)
 
 
 def settings(**kw) -> SamplerSettings:

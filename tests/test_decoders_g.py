@@ -11,24 +11,13 @@ import torch
 from illada.sampling import SamplerSettings, generate
 from tests.reference_decoders_g import credit_reference, klass_reference
 from tests.test_sampling import padded_prompts
-from tests.toy_models import ToyLogits
+from tests.toy_models import ToyLogits, one_by_one
 
 V, MASK, EOS = 24, 23, 1
 
 
 def settings(**kw) -> SamplerSettings:
     return SamplerSettings(mask_id=MASK, **kw)
-
-
-def one_by_one(model, prompt, mask, s: SamplerSettings) -> tuple[torch.Tensor, list[int]]:
-    """Each row alone (its padding stripped): tokens laid back into the padded layout, and NFE per row."""
-    rows, nfe = [], []
-    for row in range(prompt.shape[0]):
-        keep = mask[row].bool()
-        out = generate(model, prompt[row:row + 1, keep], s)
-        rows.append(torch.cat([prompt[row, ~keep], out.tokens[0]]))
-        nfe.append(out.nfe)
-    return torch.stack(rows), nfe
 
 
 # ------------------------------------------------------------------------------------------------------ KLASS

@@ -7,19 +7,16 @@ import json
 import pandas as pd
 import pytest
 
-from illada.embedded.train import build_tokenizer, model_config, save
+from illada.embedded.train import build_tokenizer
 from illada.evaluate import Point, encode_pair, evaluate, failure_summary, resolve
-from illada.model import Transformer
 from illada.records import read_summary, settings_key, write_record
 from illada.tasks import TaskError
+from tests.sweep_fixtures import make_tiny_model
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_embedded")
-    tok = build_tokenizer()
-    save(Transformer.random(model_config(tok.vocab_size).replace(n_layers=1, dim=32, ffn_dim=64), seed=0), tok, path, {})
-    return str(path)
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny_embedded")))
 
 
 def test_generation_point_writes_a_complete_record(tiny_model, tmp_path):

@@ -18,12 +18,11 @@ import torch
 
 import illada.evaluate as ev
 from illada import records
-from illada.embedded.train import build_tokenizer, model_config, save
 from illada.evaluate import Point, evaluate, resolve
-from illada.model import Transformer
 from illada.records import SCHEMA_VERSION, read_summary, settings_key
 from illada.runner import PointGroup
 from illada.store import SweepStore
+from tests.sweep_fixtures import make_tiny_model
 
 GEN = {"gen_length": 8, "steps": 4, "block_length": 8}
 
@@ -54,10 +53,7 @@ def schema1_key(settings: dict) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny_embedded")
-    tok = build_tokenizer()
-    save(Transformer.random(model_config(tok.vocab_size).replace(n_layers=1, dim=32, ffn_dim=64), seed=0), tok, path, {})
-    return str(path)
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny_embedded")))
 
 
 def gen_point(model: str, **kw) -> Point:

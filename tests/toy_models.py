@@ -6,6 +6,7 @@ import torch
 
 from illada.config import ModelConfig
 from illada.model import Transformer
+from illada.sampling import SamplerSettings, generate
 
 
 def positions(x: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,3 +102,14 @@ class Recorder:
     def __call__(self, x, attention_mask=None, **kw):
         self.calls.append((tuple(x.shape), kw.get("cache_start") if "kv_cache" in kw else None))
         return self.model(x, attention_mask, **kw)
+
+
+def one_by_one(model, prompt, mask, s: SamplerSettings) -> tuple[torch.Tensor, list[int]]:
+    """Each row alone (its padding stripped): tokens laid back into the padded layout, and NFE per row."""
+    rows, nfe = [], []
+    for row in range(prompt.shape[0]):
+        keep = mask[row].bool()
+        out = generate(model, prompt[row:row + 1, keep], s)
+        rows.append(torch.cat([prompt[row, ~keep], out.tokens[0]]))
+        nfe.append(out.nfe)
+    return torch.stack(rows), nfe

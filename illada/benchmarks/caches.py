@@ -25,7 +25,7 @@ import torch
 import illada
 from illada.benchmarks.decoders import sampler_config
 from illada.benchmarks.engine import environment, markdown
-from illada.benchmarks.output import add_report_options, report_path, write_report
+from illada.benchmarks.output import add_report_options, command_line, report_path, write_report
 from illada.config import ModelConfig
 from illada.evaluate import Point, _encode_prompt, _load_task, resolve
 from illada.model import Transformer
@@ -136,9 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         limit, samples, canvas = min(limit, 20), 1, dict(gen_length=64, block_length=32, steps=64)
     start = time.perf_counter()
     rows = embedded_rows(limit, args.device) + random_rows(samples, args.device, canvas)
-    command = "python -m illada.benchmarks.caches " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("illada.benchmarks.caches", argv)
     report = (f"## Caches (embedded: arithmetic, {limit} problems, gen_length 8, block 8; random model: {samples} "
-              f"prompt(s) of 32 tokens)\n\n{markdown(rows)}\n\n`{command.strip()}`; {environment(args.device)}; "
+              f"prompt(s) of 32 tokens)\n\n{markdown(rows)}\n\n`{command}`; {environment(args.device)}; "
               f"{time.perf_counter() - start:.0f} s in all\n")
     print(report)
     write_report(out, report)

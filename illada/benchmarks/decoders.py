@@ -24,7 +24,7 @@ import yaml
 
 import illada
 from illada.benchmarks.engine import environment, markdown
-from illada.benchmarks.output import add_report_options, report_path, write_report
+from illada.benchmarks.output import add_report_options, command_line, report_path, write_report
 from illada.evaluate import Point, evaluate, resolve
 
 REPORT = "decoders.md"
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit < 1 or args.batch_size < 1:
         raise SystemExit(f"error: --limit={args.limit} / --batch-size={args.batch_size}: must be >= 1")
     rows = run([m for m in args.methods.split(",") if m], args.limit, args.device, args.batch_size, args.model)
-    command = "python -m illada.benchmarks.decoders " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("illada.benchmarks.decoders", argv)
     report = (f"## Decoding strategies on the embedded model (arithmetic, {args.limit} problems, gen_length 8, "
-              f"block 8, batch size {args.batch_size})\n\n{markdown(rows)}\n\n`{command.strip()}`; "
+              f"block 8, batch size {args.batch_size})\n\n{markdown(rows)}\n\n`{command}`; "
               f"{environment(args.device)}\n")
     print(report)
     write_report(out, report)

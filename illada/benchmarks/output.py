@@ -44,3 +44,8 @@ def write_report(out: Path, report: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(f"wrote {out}", file=sys.stderr)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces a benchmark run, for its report: ``python -m MODULE ARGS``."""
+    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
