@@ -16,6 +16,7 @@ import submitit
 from submitit.slurm.slurm import SlurmJob
 
 from illada.evaluate import ResolvedPoint, failure_summary
+from illada.interrupts import reraise_interrupt
 from illada.progress import store_progress
 from illada.runner import PointGroup, holder_gone
 from illada.slurm import slurm_accounting, slurm_max_array_size, slurm_queue  # noqa: F401 -- re-exported
@@ -125,6 +126,7 @@ def _finish(s: Submitted, store: SweepStore, counts: dict[str, int], queue: Queu
     try:
         result = s.job.result()
     except Exception as exc:  # noqa: BLE001 -- the group raised, or left no result: the points left need a record
+        reraise_interrupt(exc)
         return _fail(s, store, counts, f"job {s.job.job_id} ended in state {s.job.state} before this point "
                                        f"finished: {type(exc).__name__}: {str(exc).strip()[-1500:]}", queue)
     for k, v in result.items():

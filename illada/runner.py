@@ -27,6 +27,7 @@ import submitit
 import torch
 
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
+from illada.interrupts import reraise_interrupt
 from illada.loading import LoadedModel, load
 from illada.progress import store_progress
 from illada.records import now
@@ -249,6 +250,7 @@ class _Attempt:
             account["eval_seconds"] += summary["cost"]["eval_seconds"]
             outcome = "done"
         except Exception as exc:  # noqa: BLE001 -- any error of one point must not stop the others
+            reraise_interrupt(exc)
             store.write_failure(failure_summary(point, exc, log_path=self.job["log_path"], started=started))
             outcome = "failed"
             self.error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
@@ -266,6 +268,7 @@ def _load(point: ResolvedPoint) -> tuple[LoadedModel | None, Exception | None]:
     try:
         return load(point.settings["model"], device=p.device, dtype=p.dtype, attn_backend=p.attn_backend), None
     except Exception as exc:  # noqa: BLE001 -- becomes every point's failure record
+        reraise_interrupt(exc)
         return None, exc
 
 

@@ -50,6 +50,7 @@ from optuna.trial import TrialState
 
 from illada.atomic import atomic_target
 from illada.evaluate import Point, ResolvedPoint, failure_summary, resolve
+from illada.interrupts import reraise_interrupt
 from illada.progress import Counts, Progress, pause_bars
 from illada.runner import PointGroup, holder_gone
 from illada.store import SweepStore
@@ -455,6 +456,7 @@ class _InProcess:
         try:
             fut.set_result(fn(*args, **kwargs))
         except Exception as exc:  # noqa: BLE001
+            reraise_interrupt(exc)
             fut.set_exception(exc)
         return fut
 
@@ -706,6 +708,7 @@ class ParetoSearch:
             except SearchError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- an invalid combination, re-raised to each caller
+                reraise_interrupt(exc)  # a Ctrl-C while composing is no verdict on the combination
                 self._points[memo] = exc
         found = self._points[memo]
         if isinstance(found, Exception):
@@ -718,7 +721,8 @@ class ParetoSearch:
             resolved, _ = self._resolve(values)
         except SearchError:
             raise
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
+            reraise_interrupt(exc)
             return None
         return resolved.key not in self._evaluated
 
@@ -797,6 +801,7 @@ class ParetoSearch:
             study.tell(trial, state=TrialState.FAIL)
             raise
         except Exception as exc:  # noqa: BLE001 -- an invalid combination: never launched
+            reraise_interrupt(exc)
             trial.set_user_attr("fail_reason", f"invalid: {type(exc).__name__}: {exc}")
             study.tell(trial, state=TrialState.FAIL)
             res.invalid += 1
@@ -836,6 +841,7 @@ class ParetoSearch:
         try:
             job = self._launch(executor, trial, resolved, overrides)
         except Exception as exc:  # noqa: BLE001 -- submission refused: FAIL, go on
+            reraise_interrupt(exc)
             self.store.write_failure(failure_summary(resolved, exc))
             self._tell_record(study, trial, self.store.record(key))
             res.failed += 1
@@ -851,6 +857,7 @@ class ParetoSearch:
         try:
             f.job.result()
         except Exception as exc:  # noqa: BLE001 -- cancelled, killed, OOM, timed out
+            reraise_interrupt(exc)
             state = getattr(f.job, "state", None)
             cause = (f"job {getattr(f.job, 'job_id', '?')} ended" + (f" in state {state}" if state else "")
                      + f": {type(exc).__name__}: {str(exc).strip()[-1500:]}")
