@@ -444,6 +444,7 @@ class SearchResult:
     reconciled: int = 0
     reattached: int = 0
     relaunched: int = 0  # trials left RUNNING whose job was gone, run again on resume
+    repaired: int = 0  # points of COMPLETE trials run again on resume because their record was unreadable
     busy_seconds: float = 0.0  # submission to completion seen by the controller, summed over launched trials
     wall_seconds: float = 0.0
 
@@ -607,11 +608,39 @@ class ParetoSearch:
                 settled += 1
         return settled, reattached, relaunched
 
+    def repair(self, study: optuna.Study, in_flight: dict[str, _InFlight], executor: Any) -> int:
+        """Run again the point of each COMPLETE trial whose record is unreadable (a damaged file, set aside to
+        ``archive/``), as a grid sweep over the directory does: the study keeps the trial's values, the store gets
+        its record (items, cost) back. No trial is added; returns how many points were started."""
+        started = 0
+        for ft in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            key = ft.user_attrs.get("key")
+            if not key or key in in_flight or not self.store.triage([key]).corrupt:
+                continue
+            again = self._same_point(ft)
+            if again is None:
+                self._log(f"trial {ft.number}: the record of its point {key} was unreadable (set aside in "
+                          f"{self.store.archive_dir}); the point is no longer in this search's space, not run again")
+                continue
+            resolved, overrides = again
+            self._log(f"trial {ft.number}: the record of its point {key} was unreadable (set aside in "
+                      f"{self.store.archive_dir}); running the point again")
+            try:
+                job = self._launch(executor, ft, resolved, overrides)
+            except Exception as exc:  # noqa: BLE001 -- submission refused: its failure record says why
+                reraise_interrupt(exc)
+                self.store.write_failure(failure_summary(resolved, exc))
+                continue
+            in_flight[key] = _InFlight(job, resolved, [], time.perf_counter())
+            started += 1
+        return started
+
     def _same_point(self, ft: optuna.trial.FrozenTrial) -> tuple[ResolvedPoint, list[str]] | None:
         """The point and overrides of a trial's parameters when they are still the point it recorded."""
         try:
             resolved, overrides = self._resolve(ft.params)
-        except Exception:  # noqa: BLE001 -- cannot be rebuilt (the space or the base changed): not run again
+        except Exception as exc:  # noqa: BLE001 -- cannot be rebuilt (the space or the base changed): not run again
+            reraise_interrupt(exc)
             return None
         return (resolved, overrides) if resolved.key == ft.user_attrs.get("key") else None
 
@@ -627,6 +656,7 @@ class ParetoSearch:
             self._log(f"resumed study {self.study_name!r}: {res.reconciled} trials left RUNNING settled, "
                       f"{res.reattached} re-attached to jobs still running, {res.relaunched} run again "
                       "(their jobs were gone)")
+        res.repaired = self.repair(study, in_flight, executor)
         self._evaluated = self._evaluated_points(study, in_flight)
         asked = sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
         exhausted = False
@@ -654,7 +684,8 @@ class ParetoSearch:
         res.evaluations = len(self._evaluated)
         self._log(f"search {self.study_name}: {len(study.trials)} trials, {res.evaluations} distinct points, "
                   f"{len(pareto_front(study))} on the front; {res.launched} launched, {res.cache_hits} cache hits, "
-                  f"{res.repeats} repeats, {res.invalid} invalid, {res.failed} failed")
+                  f"{res.repeats} repeats, {res.invalid} invalid, {res.failed} failed"
+                  + (f"; {res.repaired} damaged records run again" if res.repaired else ""))
         return res
 
     def _budget_left(self, asked: int) -> bool:
@@ -678,7 +709,7 @@ class ParetoSearch:
 
     @staticmethod
     def _n_running(in_flight: Mapping[str, _InFlight]) -> int:
-        return sum(len(f.trials) for f in in_flight.values())
+        return sum(max(1, len(f.trials)) for f in in_flight.values())  # a repair (no trial) is a job too
 
     def _progress(self, study: optuna.Study, in_flight: Mapping[str, _InFlight]) -> Counts:
         """What the progress display shows, from the study: its trials (COMPLETE, FAIL, in flight) against

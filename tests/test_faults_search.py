@@ -145,6 +145,27 @@ def test_killed_in_process_search_runs_its_point_on_resume(tmp_path, tiny_model)
     assert len(res.study.trials) == 2
 
 
+def test_resumed_search_runs_again_a_completed_point_whose_record_was_damaged(tmp_path, tiny_model):
+    """A record cut in half after its trial completed: the resumed search sets the file aside and runs the point
+    again (it used to warn on every run and leave the point corrupt); the study is not changed."""
+    root = tmp_path / "sweep"
+    first = search(root, tiny_model, n_trials=3).run()
+    store = SweepStore(root)
+    key = first.study.trials[1].user_attrs["key"]
+    path = store.records_dir / f"{key}.json"
+    good = json.loads(path.read_text())
+    path.write_text(path.read_text()[: len(path.read_text()) // 2])
+    assert key in store.status().corrupt
+
+    res = search(root, tiny_model, n_trials=3).run()
+    assert res.repaired == 1 and res.launched == 0 and len(res.study.trials) == 3
+    again = store.record(key)
+    assert again["status"] == "ok" and again["quality"] == good["quality"]  # the same point, measured again
+    assert not store.status().corrupt and list(store.archive_dir.glob(f"{key}.*.json.corrupt"))
+    assert [t.values for t in res.study.trials] == [t.values for t in first.study.trials]
+    assert search(root, tiny_model, n_trials=3).run().repaired == 0
+
+
 # ------------------------------------------------------------------- a resumed search repeats itself
 def test_resumed_search_continues_instead_of_repeating(tmp_path, tiny_model):
     """`n_trials=6`, then the same search with `n_trials=10`: four new points (it used to replay trials 1-4 as
