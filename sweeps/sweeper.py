@@ -99,17 +99,25 @@ class IlladaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         """Hydra's entry: :meth:`run`, with a sweep that cannot run reported as one ``error:`` line (a
         filesystem error too: a full disk, a read-only or vanished sweep dir)."""
+        from illada.interrupts import caused_by_interrupt
         from illada.search import SearchError
 
         try:
             return self.run(list(arguments))
-        except (SweepError, SearchError) as e:
-            raise SystemExit(f"error: {e}") from None
-        except OSError as e:
-            raise SystemExit(f"error: {os_error_line(e, self.root)}") from None
+        except Exception as e:
+            if caused_by_interrupt(e):  # a Ctrl-C that a library's cleanup turned into another error
+                self._interrupted()
+            if isinstance(e, (SweepError, SearchError)):
+                raise SystemExit(f"error: {e}") from None
+            if isinstance(e, OSError):
+                raise SystemExit(f"error: {os_error_line(e, self.root)}") from None
+            raise
         except KeyboardInterrupt:
-            # Slurm jobs go on without the driver; submitit_local's are its children and got the Ctrl-C too
-            interrupted(self.root, submitted=self.cluster == "slurm", resume=self.resume_command())
+            self._interrupted()
+
+    def _interrupted(self) -> NoReturn:
+        # Slurm jobs go on without the driver; submitit_local's are its children and got the Ctrl-C too
+        interrupted(self.root, submitted=self.cluster == "slurm", resume=self.resume_command())
 
     def run(self, arguments: list[str]) -> Any:
         raise NotImplementedError

@@ -79,3 +79,15 @@ def test_a_disguised_ctrl_c_in_a_launch_stops_the_search_without_a_failure_recor
         s.run()
     store = SweepStore(tmp_path / "sweep")
     assert [r["key"] for r in store.records(status=None)] == launched  # the one evaluated point, no failure
+
+
+def test_a_disguised_ctrl_c_in_a_sweep_is_the_one_interrupted_line(tiny_model, tmp_path, monkeypatch, capsys):
+    from sweeps.app import main
+    from sweeps.grid_sweeper import GridSweeper
+
+    monkeypatch.setattr(GridSweeper, "run", lambda self, arguments: raise_disguised())
+    with pytest.raises(SystemExit) as e:
+        main(["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 'sweep'}", "sampler.steps=1,2"])
+    assert e.value.code == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("interrupted: ") and "Traceback" not in err, err
