@@ -625,14 +625,10 @@ class ParetoSearch:
             resolved, overrides = again
             self._log(f"trial {ft.number}: the record of its point {key} was unreadable (set aside in "
                       f"{self.store.archive_dir}); running the point again")
-            try:
-                job = self._launch(executor, ft, resolved, overrides)
-            except Exception as exc:  # noqa: BLE001 -- submission refused: its failure record says why
-                reraise_interrupt(exc)
-                self.store.write_failure(failure_summary(resolved, exc))
-                continue
-            in_flight[key] = _InFlight(job, resolved, [], time.perf_counter())
-            started += 1
+            job = self._launch(executor, ft, resolved, overrides)
+            if job is not None:
+                in_flight[key] = _InFlight(job, resolved, [], time.perf_counter())
+                started += 1
         return started
 
     def _same_point(self, ft: optuna.trial.FrozenTrial) -> tuple[ResolvedPoint, list[str]] | None:
@@ -804,10 +800,18 @@ class ParetoSearch:
         nearest = min(map(changed, left))
         return random.Random(resume_seed(self.seed, n_trials)).choice([v for v in left if changed(v) == nearest])
 
-    def _launch(self, executor, trial: optuna.Trial, resolved: ResolvedPoint, overrides: Sequence[str]):
-        if self.launch is not None:
-            return self.launch(trial, resolved, overrides)
-        return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads))
+    def _launch(self, executor, trial: optuna.Trial | optuna.trial.FrozenTrial, resolved: ResolvedPoint,
+                overrides: Sequence[str]):
+        """The job evaluating a point; None when the submission is refused (sbatch error, ...): the point then
+        has a failure record that says why."""
+        try:
+            if self.launch is not None:
+                return self.launch(trial, resolved, overrides)
+            return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads))
+        except Exception as exc:  # noqa: BLE001 -- submission refused: the caller goes on
+            reraise_interrupt(exc)
+            self.store.write_failure(failure_summary(resolved, exc))
+            return None
 
     def _ask_one(self, study, executor, in_flight: dict[str, _InFlight], res: SearchResult) -> bool:
         """Ask one trial and start (or answer) it; False when no new point is left for an evaluation budget."""
@@ -869,11 +873,8 @@ class ParetoSearch:
                in_flight: dict[str, _InFlight], res: SearchResult) -> None:
         """Launch a trial's point; a refused submission (sbatch error, ...) is a failure record and FAIL."""
         key = resolved.key
-        try:
-            job = self._launch(executor, trial, resolved, overrides)
-        except Exception as exc:  # noqa: BLE001 -- submission refused: FAIL, go on
-            reraise_interrupt(exc)
-            self.store.write_failure(failure_summary(resolved, exc))
+        job = self._launch(executor, trial, resolved, overrides)
+        if job is None:  # refused: FAIL with its failure record, go on
             self._tell_record(study, trial, self.store.record(key))
             res.failed += 1
             return

@@ -229,3 +229,25 @@ def test_asynchronous_vs_batch_barrier(tmp_path, tiny_model, synchronous):
         assert not overlapping  # every trial of a batch starts after the whole previous batch ended
     else:
         assert overlapping
+
+
+def test_a_refused_submission_is_the_trials_failure_record_and_the_search_goes_on(tmp_path, tiny_model):
+    """sbatch refusing a job (a bad partition, a full queue) fails that trial with the refusal as its cause."""
+    from illada.runner import PointGroup
+
+    def launch(trial, resolved, overrides):
+        if trial.number == 1:
+            raise RuntimeError("sbatch: error: invalid partition specified: gpu")
+        PointGroup(tmp_path / "sweep", [resolved])()
+        fut: Future = Future()
+        fut.set_result(None)
+        return fut
+
+    res = search(tmp_path, tiny_model, n_trials=4, max_in_flight=1, sampler="random", launch=launch, poll_s=0.01).run()
+    states = [t.state for t in res.study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    failed = res.study.trials[1]
+    assert "invalid partition" in failed.user_attrs["fail_reason"]
+    rec = SweepStore(tmp_path / "sweep").record(failed.user_attrs["key"])
+    assert rec["status"] == "failed" and "invalid partition" in rec["error"]["message"]
+    assert res.failed == 1 and res.launched == 3
