@@ -1,5 +1,5 @@
 """The docs' examples run as written. Every command of the ```bash blocks and every ```python block of README.md,
-ablations/README.md and sweeps/README.md is read from the doc itself (``illada.benchmarks.readme``, the same
+ablations/README.md, sweeps/README.md and docs/*.md is read from the doc itself (``illada.benchmarks.readme``, the same
 extraction the timing script uses), so doc and test cannot drift. Those that need no cluster, GPU or 8B checkpoint
 run as a new user runs them: in document order, in one fresh directory per doc (``.venv`` linked in, the default
 ``runs/sweeps`` root), so a later command reads what an earlier one wrote. A command the doc says runs for
@@ -29,25 +29,27 @@ FRAGMENT = "a fragment: model, ids, prompt_ids, ctx_ids are the reader's own"
 # (doc, first line of the command or block) -> why it is not run here
 SKIPPED = {
     ("README.md", ".venv/bin/python -m pytest -q"): SUITE,
-    ("README.md", "python block: import illada"): CKPT,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.engine"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.samplers"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.embedded"): BENCH,
-    ("README.md", ".venv/bin/python -m sweeps.benchmark overhead"): BENCH,
-    ("README.md", ".venv/bin/python -m sweeps.benchmark_search hypervolume"): BENCH,
-    ("README.md", ".venv/bin/python -m analysis.bench"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.readme"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.decoders"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.caches"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.families"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.lm_eval"): BENCH,
-    ("README.md", "python block: from illada.sampling import SamplerSettings, generate"): FRAGMENT,
+    ("docs/models.md", "python block: import illada"): CKPT,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.engine"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.samplers"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.embedded"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m sweeps.benchmark overhead"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m sweeps.benchmark_search hypervolume"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m analysis.bench"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.readme"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.decoders"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.caches"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.families"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.lm_eval"): BENCH,
+    ("docs/methods.md", "python block: from illada.sampling import SamplerSettings, generate"): FRAGMENT,
     ("README.md", ".venv/bin/illada-sweep -m +ablation=scoring model=illada-8b-base "
                   "hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"): CKPT,
     ("README.md", ".venv/bin/illada-sweep -m +ablation=search model=illada-8b-base task=gsm8k "
                   "sampler=llada_gsm8k hydra/launcher=submitit_slurm hydra.launcher.partition=gpu "
                   "hydra.launcher.gpus_per_node=1 hydra.sweeper.max_in_flight=16 hydra.sweeper.n_trials=200"): CKPT,
     ("README.md", "optuna-dashboard runs/sweeps/frontier_search/optuna.journal"): SERVER,
+    ("README.md", ".venv/bin/illada-sweep -m +ablation=frontier hydra/launcher=submitit_slurm "
+                  "hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=60"): SLURM,
     ("ablations/README.md", "illada-sweep -m +ablation=caches hydra/launcher=submitit_slurm "
                             "hydra.launcher.partition=gpu"): SLURM,
     ("sweeps/README.md", "illada-sweep -m +ablation=frontier hydra/launcher=example_site --dry-run"): SLURM,
