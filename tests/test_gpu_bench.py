@@ -232,6 +232,20 @@ def test_roofline_counts_the_weights_a_forward_multiplies_with():
     assert roof.seconds(tied, 1, 1, torch.bfloat16) == 2 * tied.num_parameters
 
 
+def test_a_mixture_of_experts_computes_with_its_active_experts_but_reads_them_all():
+    roof = Roofline.__new__(Roofline)
+    moe = PRESETS["llada-moe-7b-a1b"]
+    idle_experts = moe.n_experts - moe.experts_per_token
+    expert = 3 * moe.dim * moe.ffn_dim
+    roof.bandwidth, roof.flops = 1.0, 1.0
+    attention = 4 * moe.n_heads * moe.head_dim * moe.n_layers
+    assert roof.compute_seconds(moe, 1, 1) == 2 * (Roofline.matmul_parameters(moe) - idle_experts * expert
+                                                   * moe.n_layers) + attention
+    assert roof.memory_seconds(moe, torch.bfloat16) == 2 * Roofline.matmul_parameters(moe)
+    dense = PRESETS["llada-8b"]
+    assert Roofline.active_parameters(dense) == Roofline.matmul_parameters(dense)
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_tiny_presets_keep_the_family(name):
     cfg, small = PRESETS[name], gpu.tiny(PRESETS[name])

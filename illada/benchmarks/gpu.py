@@ -17,7 +17,10 @@ Sections, in the order they run (a time budget, ``--budget-s``, skips what would
 3. the samplers' step forwards (full canvas, prefix-cache and dual-cache spans) launched eagerly and replayed
    from a captured CUDA graph: what graphs would save per step;
 4. the samplers (fixed schedule, threshold 0.9, factor, prefix/dual cache, iLLaDA's variable length, guidance)
-   at batch 1: NFE, tokens/s, time per forward, and the share of each step spent outside the model.
+   at batch 1: NFE, tokens/s, time per forward, and the share of each step spent outside the model; the threshold
+   rows again with a head sharpened x128 (every token clears 0.9: the rule's best case); then the main ones with
+   their forwards replayed from CUDA graphs (``illada.graphs.GraphedModel``), each checked against the plain
+   run's tokens. A Targets table sums up what the issue asks of these figures.
 
 Random weights: latency does not depend on them, but the adaptive rules (threshold, factor, variable length)
 then commit one token per step, their worst case, so their NFE and tokens/s are bounds, not typical figures;
