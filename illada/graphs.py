@@ -80,15 +80,18 @@ class GraphedModel:
         return entry.out.clone()
 
     def _key(self, input_ids, attention_mask, position_ids, kv_cache, cache_start) -> tuple | None:
-        """The forward's identity, or None when it must run eagerly."""
-        if input_ids.device.type != "cuda" or attention_mask is not None or position_ids is not None:
+        """The forward's identity, or None when it must run eagerly (a graph replays the attention backend it
+        was captured with, so the backend is part of the key; autograd is never captured)."""
+        if (input_ids.device.type != "cuda" or attention_mask is not None or position_ids is not None
+                or torch.is_grad_enabled()):
             return None
+        backend = getattr(self.model, "attn_backend", None)
         if kv_cache is None:
-            return (_signature(input_ids), None, cache_start)
+            return (_signature(input_ids), None, cache_start, backend)
         if (getattr(kv_cache, "index", None) is not None or getattr(kv_cache, "attn_fn", None) is not None
                 or getattr(kv_cache, "block_forward", None) is not None):
             return None
-        return (_signature(input_ids), tuple(t.data_ptr() for t in (*kv_cache.k, *kv_cache.v)), cache_start)
+        return (_signature(input_ids), tuple(t.data_ptr() for t in (*kv_cache.k, *kv_cache.v)), cache_start, backend)
 
     def _remember(self, key: tuple, entry: _Entry) -> None:
         self._entries[key] = entry

@@ -30,6 +30,22 @@ def test_off_cuda_every_forward_runs_eagerly_and_gives_the_models_logits():
     assert graphed.config is model.config and graphed.new_kv_cache(1, 4).max_len == 4  # the model's own API
 
 
+@pytest.mark.gpu
+@cuda
+def test_with_autograd_on_or_another_backend_nothing_stale_is_replayed():
+    model = model_on("cuda")
+    graphed = GraphedModel(model)
+    x = torch.randint(0, 39, (1, 16), device="cuda")
+    for _ in range(3):
+        graphed(x)  # autograd on: eager every time
+    assert (graphed.captures, graphed.eager) == (0, 3)
+    with torch.no_grad():
+        for backend in ("sdpa", "sdpa", "eager", "eager"):
+            model.attn_backend = backend
+            graphed(x)
+    assert graphed.captures == 2  # one graph per backend
+
+
 def test_a_sampler_through_the_wrapper_gives_the_same_tokens_on_cpu():
     model = model_on("cpu")
     prompt = torch.randint(0, 39, (1, 6))
@@ -41,6 +57,7 @@ def test_a_sampler_through_the_wrapper_gives_the_same_tokens_on_cpu():
 
 @pytest.mark.gpu
 @cuda
+@torch.no_grad()  # graphs never capture autograd
 def test_a_forward_seen_twice_is_captured_then_replayed_with_the_eager_logits_and_cache():
     model = model_on("cuda")
     graphed = GraphedModel(model)
@@ -74,6 +91,7 @@ def test_samplers_through_graphs_give_the_plain_tokens_on_cuda():
 
 @pytest.mark.gpu
 @cuda
+@torch.no_grad()  # graphs never capture autograd
 def test_a_forward_that_syncs_the_host_falls_back_to_eager():
     model = Transformer.random(tiny_config("llada_moe", n_experts=4, experts_per_token=2), device="cuda", seed=0)
     graphed = GraphedModel(model)
