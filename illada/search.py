@@ -511,6 +511,7 @@ class ParetoSearch:
     rerun_failed: bool = False  # run a point again when its record is a failure (once per run)
     poll_s: float = 1.0
     threads: int | None = None
+    stale_after_s: float | None = None  # a running marker with no heartbeat this long is taken over (None: default)
     point_of: PointOf | None = None
     launch: Launch | None = None
     log: Callable[[str], None] | None = print
@@ -807,7 +808,8 @@ class ParetoSearch:
         try:
             if self.launch is not None:
                 return self.launch(trial, resolved, overrides)
-            return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads))
+            return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads,
+                                              stale_after_s=self.stale_after_s))
         except Exception as exc:  # noqa: BLE001 -- submission refused: the caller goes on
             reraise_interrupt(exc)
             self.store.write_failure(failure_summary(resolved, exc))

@@ -36,6 +36,7 @@ from typing import Any, Optional
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from illada.markers import DEFAULT_STALE_AFTER_S
 from sweeps.expand import Plan, PlannedPoint, SweepError, culprit, grids
 from sweeps.sweeper import IlladaSweeper
 
@@ -57,6 +58,7 @@ class GridSweeperConf:
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
     # submitit_local: jobs running at once (null: usable cores // threads per job); Slurm: array_parallelism
     max_in_flight: Optional[int] = None
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
 
 
 class GridSweeper(IlladaSweeper):
@@ -187,7 +189,8 @@ class GridSweeper(IlladaSweeper):
         in_flight = self.local_jobs(threads) if points and self.cluster == "local" else None
         if in_flight is not None:
             per_job = points_per_job_for(points, per_job, in_flight)
-        groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, per_job)]
+        groups = [PointGroup(store.root, g, threads=threads, stale_after_s=c["stale_after_s"])
+                  for g in group_points(points, per_job)]
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.singleton import Singleton
 from omegaconf import OmegaConf
 
+from illada.markers import DEFAULT_STALE_AFTER_S
 from sweeps.expand import SweepError
 from sweeps.sweeper import IlladaSweeper
 
@@ -64,6 +65,7 @@ class ParetoSweeperConf:
     synchronous: bool = False  # batch barrier, as the Hydra Optuna sweeper does (for comparison only)
     poll_s: float = 1.0
     plot: bool = True  # write SWEEP_DIR/pareto.png when the search ends
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
 
 
 class _Returned:
