@@ -89,6 +89,9 @@ class GridSweeper(IlladaSweeper):
         causes: set[str] = set()
         seen: set[str] = set()
         combos = [combo for grid in axes for combo in itertools.product(*grid)]
+        if not combos:  # an ablation's `sweep: []`: nothing to plan (an empty axis is named by grids())
+            raise SweepError("the sweep has no points (its `sweep:` list of grids is empty); nothing was run or "
+                             "written")
         for i, combo in enumerate(combos):
             own = list(combo)
             try:
@@ -114,6 +117,9 @@ class GridSweeper(IlladaSweeper):
             more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
             raise SweepError(f"{len(errors)} of {len(combos)} points are invalid; nothing was run:\n  {shown}{more}\n"
                              f"(fix the overrides, or {skip})")
+        if not plan.points:  # every point dropped (on_invalid=skip): a sweep of nothing would rewrite plan.json
+            raise SweepError(f"all {len(combos)} points are invalid (hydra.sweeper.on_invalid=skip dropped them), "
+                             f"e.g. {errors[0] if errors else 'none'}; nothing was run or written")
         plan.invalid = errors
         return plan
 
@@ -155,6 +161,7 @@ class GridSweeper(IlladaSweeper):
         if isinstance(ppj, bool) or not isinstance(ppj, int) or ppj < 1:
             raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
         self.check_launcher("the illada_grid sweeper")
+        self.check_settings()
 
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:

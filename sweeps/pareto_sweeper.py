@@ -151,6 +151,7 @@ class ParetoSweeper(IlladaSweeper):
     def run(self, arguments: List[str]) -> Any:
         from illada.search import ParetoSearch, SearchError
 
+        self.check_settings()
         parsed = self.parser().parse_overrides(list(arguments))
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
@@ -189,6 +190,7 @@ class ParetoSweeper(IlladaSweeper):
 
         search = ParetoSearch(sweep_dir=root, point_of=point_of, log=log.info, **conf)
         self._check_space(search, fixed)
+        search.check_space()  # a space without a valid point: refused before the journal is created
         search.launch = self._job_starter(fixed)  # only now: the submitit executor makes its log folder
         self.save_multirun(root)
         res = search.run()
