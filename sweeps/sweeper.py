@@ -333,6 +333,7 @@ class IlladaSweeper(Sweeper):
 #: (field, least value, what is valid); None values are allowed where the field's default is null.
 SWEEPER_LIMITS = (
     ("max_in_flight", 1, "a positive integer (or null: as many as the cores allow)"),
+    ("max_array_size", 1, "a positive integer (or null: the cluster's MaxArraySize)"),
     ("stale_after_s", 1e-9, "a positive number of seconds"),
     ("poll_s", 1e-9, "a positive number of seconds"),
     ("lost_after_s", 0, "a number of seconds, 0 or more"),
@@ -352,7 +353,7 @@ LAUNCHER_LIMITS = (
     ("max_num_timeout", 0, "an integer, 0 or more"),
     ("signal_delay_s", 0, "an integer, 0 or more"),
 )
-_INTEGERS = {"max_in_flight", "n_trials", "n_evaluations"} | {name for name, _, _ in LAUNCHER_LIMITS}
+_INTEGERS = {"max_in_flight", "max_array_size", "n_trials", "n_evaluations"} | {name for name, _, _ in LAUNCHER_LIMITS}
 
 
 def _check_number(field: str, value: Any, least: float, what: str) -> None:

@@ -48,6 +48,7 @@ GRID = ["sampler.steps=8,4"]
     ([*GRID, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"], "hydra.launcher.timeout_min=0"),
     ([*GRID, "hydra.sweeper.stale_after_s=0"], "hydra.sweeper.stale_after_s=0: must be a positive number"),
     ([*GRID, "hydra.sweeper.poll_s=-1"], "hydra.sweeper.poll_s=-1"),
+    ([*GRID, "hydra.sweeper.max_array_size=0"], "hydra.sweeper.max_array_size=0"),
     (["sampler.block_length=3,5", "hydra.sweeper.on_invalid=skip"],
      "all 2 points are invalid (hydra.sweeper.on_invalid=skip dropped them)"),
 ])

@@ -6,6 +6,7 @@ file's mtime) set to the cases met on a shared cluster."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_a_silent_marker_of_another_host_is_taken_over_after_its_bound(tmp_path)
     _age(store, "silent", DEFAULT_STALE_AFTER_S + 5)
     _age(store, "own_bound", 31)
     assert store.liveness("fresh").alive
-    assert not store.liveness("silent").alive and "no sign of life for 305 s" in store.liveness("silent").why
+    assert not store.liveness("silent").alive and "(stale after 300 s)" in store.liveness("silent").why
     assert store.is_stale("own_bound")  # the marker's own bound (hydra.sweeper.stale_after_s) decides
     st = store.status()
     assert sorted(st.running) == ["fresh", "own_bound", "silent"] and st.stale == ["own_bound", "silent"]
@@ -82,7 +83,8 @@ def test_an_eleven_month_old_marker_written_before_heartbeats_is_stale(tmp_path,
     assert "running (0 alive, 1 stale):" in out
     line = out.split("running (0 alive, 1 stale):\n")[1]
     assert line.startswith("  old: sampler.steps=8  (job 123_4 on node7 (pid 1)")
-    assert f"stale: no sign of life for {ELEVEN_MONTHS_S} s (stale after 300 s)" in line
+    age = re.search(r"stale: no sign of life for (\d+) s \(stale after 300 s\)", line)
+    assert age and ELEVEN_MONTHS_S <= int(age[1]) < ELEVEN_MONTHS_S + 600, line
 
 
 def test_status_running_shows_holder_heartbeat_age_and_verdict(tmp_path, capsys):
@@ -93,7 +95,8 @@ def test_status_running_shows_holder_heartbeat_age_and_verdict(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "running (1 alive, 0 stale):" in out
     assert "k1: (no overrides recorded)  (job 77_0 on node3 (pid 11), since " in out
-    assert "; alive: last sign of life 12 s ago)" in out
+    age = re.search(r"; alive: last sign of life (\d+) s ago\)", out)
+    assert age and 12 <= int(age[1]) < 300, out  # seconds since its heartbeat, however slow this machine is
 
 
 def test_the_heartbeat_refreshes_only_the_marker_its_holder_wrote(tmp_path):
@@ -101,7 +104,7 @@ def test_the_heartbeat_refreshes_only_the_marker_its_holder_wrote(tmp_path):
     path = store.running_dir / "k.json"
     store.claim("k", {"host": "node1", "pid": 1, "job_id": "1"})
     _age(store, "k", 3600)
-    with Heartbeat(path, interval=0.02):
+    with Heartbeat(path, interval=0.02) as beat:
         deadline = time.monotonic() + 60
         while store.liveness("k").age_s > 60 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -110,7 +113,11 @@ def test_the_heartbeat_refreshes_only_the_marker_its_holder_wrote(tmp_path):
         store.clear_running("k")
         store.claim("k", {"host": "node2", "pid": 2, "job_id": "2"})
         _age(store, "k", 3600)
-        time.sleep(0.2)  # ten beats of the old heartbeat
+        for _ in range(3):  # three more beats of the old holder, on the file it wrote
+            last = os.fstat(beat._fd).st_mtime_ns
+            while os.fstat(beat._fd).st_mtime_ns == last and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert os.fstat(beat._fd).st_mtime_ns > last
         assert store.liveness("k").age_s >= 3600
 
 
