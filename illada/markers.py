@@ -90,13 +90,15 @@ def liveness(marker: Mapping[str, Any], age_s: float | None) -> Liveness:
     dead = _proven_dead(marker)
     if dead:
         return Liveness(False, dead, age_s)
-    bound = _bound(marker)
+    bound = stale_bound(marker)
     if age_s is not None and age_s > bound:
         return Liveness(False, f"no sign of life for {age_s:.0f} s (stale after {bound:g} s)", age_s)
     return Liveness(True, "heartbeat" if age_s is None else f"last sign of life {age_s:.0f} s ago", age_s)
 
 
-def _bound(marker: Mapping[str, Any]) -> float:
+def stale_bound(marker: Mapping[str, Any]) -> float:
+    """Seconds of silence after which the marker's holder counts as gone: the bound its holder wrote
+    (``stale_after_s``), else :data:`DEFAULT_STALE_AFTER_S` (markers written before heartbeats)."""
     try:
         bound = float(marker.get("stale_after_s") or DEFAULT_STALE_AFTER_S)
     except (TypeError, ValueError):

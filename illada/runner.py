@@ -29,11 +29,11 @@ from typing import Any, Callable, Mapping, Sequence
 import submitit
 import torch
 
-from illada.markers import DEFAULT_STALE_AFTER_S, Heartbeat, heartbeat_interval, holder, process_identity
-
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
 from illada.interrupts import reraise_interrupt
 from illada.loading import LoadedModel, load
+from illada.markers import (DEFAULT_STALE_AFTER_S, Heartbeat, heartbeat_interval, holder, process_identity,
+                            stale_bound)
 from illada.progress import pause_bars, store_progress
 from illada.records import now
 from illada.slurm import slurm_queue
@@ -253,10 +253,9 @@ class _Attempt:
         point, marker, verdict = max(seen, key=lambda s: -1.0 if s[2].age_s is None else s[2].age_s)
         overrides = " ".join(self.store.plan_of(point.key).get("overrides") or [])
         age = "unknown" if verdict.age_s is None else f"{verdict.age_s:.0f} s ago"
-        bound = marker.get("stale_after_s") or DEFAULT_STALE_AFTER_S
         more = f"; and {len(seen) - 1} more points other jobs hold" if len(seen) > 1 else ""
         line = (f"waiting for {point.key}" + (f" [{overrides}]" if overrides else "") + f": held by {holder(marker)}, "
-                f"last sign of life {age} (taken over after {bound:g} s without one){more}")
+                f"last sign of life {age} (taken over after {stale_bound(marker):g} s without one){more}")
         if self.log:
             self._say(line)
         else:
