@@ -153,4 +153,8 @@ def _axis_values(axis: Override) -> list[str]:
     if not axis.is_discrete_sweep():
         raise SweepError(f"sweep {axis.input_line!r}: give a list of values (a,b,c / range() / choice() / "
                          "glob()); intervals need an optimizer, not a grid")
-    return [f"{axis.get_key_element()}={v}" for v in axis.sweep_string_iterator()]
+    values = [f"{axis.get_key_element()}={v}" for v in axis.sweep_string_iterator()]
+    if not values:  # the grid would be empty: no point, and a run would rewrite the sweep's plan with none
+        raise SweepError(f"sweep {axis.input_line!r}: has no values, so the grid has no points; nothing was run "
+                         "or written")
+    return values

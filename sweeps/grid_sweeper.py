@@ -36,6 +36,7 @@ from typing import Any, Optional
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+from illada.markers import DEFAULT_STALE_AFTER_S
 from sweeps.expand import Plan, PlannedPoint, SweepError, culprit, grids
 from sweeps.sweeper import IlladaSweeper
 
@@ -57,6 +58,7 @@ class GridSweeperConf:
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
     # submitit_local: jobs running at once (null: usable cores // threads per job); Slurm: array_parallelism
     max_in_flight: Optional[int] = None
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
 
 
 class GridSweeper(IlladaSweeper):
@@ -87,6 +89,9 @@ class GridSweeper(IlladaSweeper):
         causes: set[str] = set()
         seen: set[str] = set()
         combos = [combo for grid in axes for combo in itertools.product(*grid)]
+        if not combos:  # an ablation's `sweep: []`: nothing to plan (an empty axis is named by grids())
+            raise SweepError("the sweep has no points (its `sweep:` list of grids is empty); nothing was run or "
+                             "written")
         for i, combo in enumerate(combos):
             own = list(combo)
             try:
@@ -112,6 +117,9 @@ class GridSweeper(IlladaSweeper):
             more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
             raise SweepError(f"{len(errors)} of {len(combos)} points are invalid; nothing was run:\n  {shown}{more}\n"
                              f"(fix the overrides, or {skip})")
+        if not plan.points:  # every point dropped (on_invalid=skip): a sweep of nothing would rewrite plan.json
+            raise SweepError(f"all {len(combos)} points are invalid (hydra.sweeper.on_invalid=skip dropped them), "
+                             f"e.g. {errors[0] if errors else 'none'}; nothing was run or written")
         plan.invalid = errors
         return plan
 
@@ -153,6 +161,7 @@ class GridSweeper(IlladaSweeper):
         if isinstance(ppj, bool) or not isinstance(ppj, int) or ppj < 1:
             raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
         self.check_launcher("the illada_grid sweeper")
+        self.check_settings()
 
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:
@@ -187,7 +196,8 @@ class GridSweeper(IlladaSweeper):
         in_flight = self.local_jobs(threads) if points and self.cluster == "local" else None
         if in_flight is not None:
             per_job = points_per_job_for(points, per_job, in_flight)
-        groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, per_job)]
+        groups = [PointGroup(store.root, g, threads=threads, stale_after_s=c["stale_after_s"])
+                  for g in group_points(points, per_job)]
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "

@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.singleton import Singleton
 from omegaconf import OmegaConf
 
+from illada.markers import DEFAULT_STALE_AFTER_S
 from sweeps.expand import SweepError
 from sweeps.sweeper import IlladaSweeper
 
@@ -64,6 +65,7 @@ class ParetoSweeperConf:
     synchronous: bool = False  # batch barrier, as the Hydra Optuna sweeper does (for comparison only)
     poll_s: float = 1.0
     plot: bool = True  # write SWEEP_DIR/pareto.png when the search ends
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
 
 
 class _Returned:
@@ -149,6 +151,7 @@ class ParetoSweeper(IlladaSweeper):
     def run(self, arguments: List[str]) -> Any:
         from illada.search import ParetoSearch, SearchError
 
+        self.check_settings()
         parsed = self.parser().parse_overrides(list(arguments))
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
@@ -187,6 +190,7 @@ class ParetoSweeper(IlladaSweeper):
 
         search = ParetoSearch(sweep_dir=root, point_of=point_of, log=log.info, **conf)
         self._check_space(search, fixed)
+        search.check_space()  # a space without a valid point: refused before the journal is created
         search.launch = self._job_starter(fixed)  # only now: the submitit executor makes its log folder
         self.save_multirun(root)
         res = search.run()

@@ -224,6 +224,19 @@ class IlladaSweeper(Sweeper):
                          "nothing was submitted (`sinfo -s` lists partitions, `sacctmgr show assoc user=$USER` "
                          "accounts and qos)")
 
+    def check_settings(self) -> None:
+        """The sweeper's and the launcher's numeric settings, checked before anything is validated, written or
+        submitted: a bad value is one :class:`SweepError` line naming ``hydra.sweeper.FIELD`` or
+        ``hydra.launcher.FIELD`` and what is valid (sbatch would only blame its node configuration, and a
+        zero ``max_in_flight`` was refused after the sweep's files were written)."""
+        for name, least, what in SWEEPER_LIMITS:
+            if name in self.conf:
+                _check_number(f"hydra.sweeper.{name}", self.conf[name], least, what)
+        params = getattr(self.launcher, "params", None) if self.cluster in ("local", "slurm") else None
+        for name, least, what in LAUNCHER_LIMITS:
+            if params is not None and name in params:
+                _check_number(f"hydra.launcher.{name}", params[name], least, what)
+
     def check_launcher(self, what: str) -> None:
         if self.cluster is None:
             choice = OmegaConf.select(self.config, "hydra.runtime.choices.hydra/launcher")
@@ -315,6 +328,44 @@ class IlladaSweeper(Sweeper):
         except Exception as e:  # noqa: BLE001 -- records are saved; a figure is not worth failing for
             print(f"no Pareto plot: {type(e).__name__}: {e}")
             return None
+
+
+#: (field, least value, what is valid); None values are allowed where the field's default is null.
+SWEEPER_LIMITS = (
+    ("max_in_flight", 1, "a positive integer (or null: as many as the cores allow)"),
+    ("max_array_size", 1, "a positive integer (or null: the cluster's MaxArraySize)"),
+    ("stale_after_s", 1e-9, "a positive number of seconds"),
+    ("poll_s", 1e-9, "a positive number of seconds"),
+    ("lost_after_s", 0, "a number of seconds, 0 or more"),
+    ("n_trials", 1, "a positive integer (or null: no limit)"),
+    ("n_evaluations", 1, "a positive integer (or null: no limit)"),
+)
+LAUNCHER_LIMITS = (
+    ("array_parallelism", 1, "a positive integer (array tasks running at once)"),
+    ("timeout_min", 1, "a positive integer (minutes)"),
+    ("nodes", 1, "a positive integer"),
+    ("tasks_per_node", 1, "a positive integer"),
+    ("cpus_per_task", 1, "a positive integer (or null)"),
+    ("cpus_per_gpu", 1, "a positive integer (or null)"),
+    ("gpus_per_node", 0, "an integer, 0 or more (or null)"),
+    ("gpus_per_task", 0, "an integer, 0 or more (or null)"),
+    ("mem_gb", 0, "an integer, 0 or more (or null)"),
+    ("max_num_timeout", 0, "an integer, 0 or more"),
+    ("signal_delay_s", 0, "an integer, 0 or more"),
+)
+_INTEGERS = {"max_in_flight", "max_array_size", "n_trials", "n_evaluations"} | {name for name, _, _ in LAUNCHER_LIMITS}
+
+
+def _check_number(field: str, value: Any, least: float, what: str) -> None:
+    """Raise :class:`SweepError` naming ``field=value`` unless it is a number (an integer where the field
+    counts something) of at least ``least``, or null."""
+    if value is None:
+        return
+    integer = field.rsplit(".", 1)[1] in _INTEGERS
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < least or value != value:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)  # 0, not the 0.0 Hydra made of it
+        raise SweepError(f"{field}={shown}: must be {what}; nothing was run or written")
 
 
 def _refused_parameter(error: Exception) -> SweepError:
