@@ -172,10 +172,11 @@ class IlladaSweeper(Sweeper):
         """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes; raises ``ValueError``,
         ``OSError`` (a model that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
 
-        In process (Hydra's basic launcher) this process is the job host, so a point whose device is not here
-        (``model.device=cuda`` without CUDA) is invalid; submitted jobs check it on their node."""
+        In process (Hydra's basic launcher) this process is the job host, so a point whose device or attention
+        backend is not here (``model.device=cuda`` without CUDA, ``flash_attn`` without flash-attn) is invalid;
+        submitted jobs check it on their node, once per job before the model loads."""
         from illada.evaluate import model_limits, resolve
-        from illada.loading import check_device, resolve_model
+        from illada.loading import check_host, resolve_model
 
         point = to_point(cfg)
         model = resolve_model(point.model)
@@ -183,7 +184,7 @@ class IlladaSweeper(Sweeper):
             self._described[model] = model_limits(model)
         resolved = resolve(point, *self._described[model])
         if self.in_process:
-            check_device(point.device)
+            check_host(point.device, point.attn_backend, point.dtype)
         return resolved
 
     # ---------------------------------------------------------------------------------------------- jobs

@@ -114,6 +114,36 @@ def test_search_config_errors_are_one_line_naming_the_key(sweeper, named, tiny_m
     assert not (tmp_path / "sweep" / "records").exists()
 
 
+# ------------------------------------------------------------------------------- settings that cannot run
+def test_kv_cache_on_a_shifted_logits_model_is_refused_before_any_job(tmp_path, capsys):
+    """A Dream-format model (logits_shift) cannot use a KV cache: said while validating, naming the override."""
+    line = _error(["-m", "model.path=dream-7b", "sampler.cache=prefix", "sampler.steps=2,4",
+                   f"sweep_dir={tmp_path / 's'}", "--dry-run"], capsys)
+    assert line.startswith("error: all 2 of 2 points are invalid, caused by 'sampler.cache=prefix': "
+                           "sampler.cache='prefix' needs unshifted logits"), line
+    main(["-m", "model.path=dream-7b", "sampler.cache=none,dual", f"sweep_dir={tmp_path / 's'}", "--dry-run",
+          "hydra.sweeper.on_invalid=skip"])
+    out = capsys.readouterr().out
+    assert "1 valid points" in out and "caused by 'sampler.cache=dual': sampler.cache='dual' needs unshifted" in out
+
+
+def test_attention_backend_that_cannot_run_is_refused_before_any_job(tiny_model, tmp_path, monkeypatch, capsys):
+    """flash_attn off CUDA is refused by the settings alone; on a host without flash-attn, in process."""
+    args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}", "sampler.steps=2,4"]
+    line = _error([*args, "model.attn_backend=flash_attn"], capsys)
+    assert "caused by 'model.attn_backend=flash_attn'" in line and "runs on CUDA only" in line, line
+    line = _error([*args, "model.attn_backend=flash_cattn"], capsys)
+    assert "attention backend 'flash_cattn' is unknown" in line, line
+    import illada.attention
+    import illada.loading
+
+    monkeypatch.setattr(illada.loading, "check_device", lambda device: None)  # a GPU is here, flash-attn is not
+    monkeypatch.setattr(illada.attention, "flash_attn_available", lambda: False)
+    line = _error([*args, "model.attn_backend=flash_attn", "model.device=cuda", "model.dtype=bfloat16"], capsys)
+    assert "caused by 'model.attn_backend=flash_attn'" in line and "needs CUDA and the flash-attn package" in line
+    assert not (tmp_path / "s" / "records").exists()
+
+
 # ------------------------------------------------------------------------------------------------- dry run
 def test_dry_run_of_many_points_prints_totals_and_twenty_points(tiny_model, tmp_path, capsys):
     args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 'sweep'}", "task.limit=4",

@@ -244,6 +244,24 @@ def test_job_without_its_gpu_records_every_point_as_failed(tiny_model, tmp_path)
 
 
 @no_cuda
+def test_job_checks_its_host_once_before_loading_the_model(tiny_model, tmp_path, monkeypatch):
+    """A job without its GPU: the host is checked once for the group's setting, no model load is tried, and
+    every point's failure record names the device."""
+    import illada.runner
+
+    checks = []
+    real = illada.runner.check_host
+    monkeypatch.setattr(illada.runner, "check_host", lambda *setting: checks.append(setting) or real(*setting))
+    monkeypatch.setattr(illada.runner, "load", lambda *a, **kw: pytest.fail("the model was loaded"))
+    group = points(tiny_model, steps=(8, 4, 2), limit=2, device="cuda")
+    store = SweepStore(tmp_path / "sweep")
+    assert PointGroup(store.root, group)() == {"done": 0, "failed": 3, "skipped": 0}
+    assert checks == [("cuda", "sdpa", "float32")]
+    for p in group:
+        assert "device='cuda': no CUDA device" in store.record(p.key)["error"]["message"]
+
+
+@no_cuda
 def test_illada_sweep_in_process_cuda_without_cuda_fails_fast(tiny_model, tmp_path):
     """In-process the driver is the job host: the device is checked with the other settings, nothing runs."""
     code, out = _cli([str(BIN / "illada-sweep"), *_sweep_args(tiny_model, tmp_path / "sweep", "model.device=cuda")])
