@@ -21,6 +21,8 @@ The points are the cartesian product of the sweep overrides (Hydra's grammar: ``
 * the sweep ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
   wrote (``pareto.png`` too) and its wall time;
 * the results store (``sweep_dir``) keeps one record per point: the same command runs only what has none;
+* the exit status is 1, with one ``error:`` line, when every point of the plan failed (``fail_on=any``: when
+  any did; ``never``: always 0);
 * ``--dry-run`` prints totals by state, the first points (``--verbose``: all) and, on Slurm, whether the cluster
   would accept the job (``sbatch --test-only``); a queue setting Slurm refuses stops a real run the same way.
 """
@@ -57,6 +59,7 @@ class GridSweeperConf:
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
     # submitit_local: jobs running at once (null: usable cores // threads per job); Slurm: array_parallelism
     max_in_flight: Optional[int] = None
+    fail_on: str = "all"  # exit status 1 when all points of the plan failed; any: when any did; never: always 0
 
 
 class GridSweeper(IlladaSweeper):
@@ -65,6 +68,16 @@ class GridSweeper(IlladaSweeper):
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         self.counts: dict[str, float] = {}  # what the last run's jobs did (in process: also their wall seconds)
+        self.status = None  # the plan's StoreStatus once a run has waited for its jobs
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Hydra's entry: the sweep, then a non-zero exit with one line when its points failed as
+        ``hydra.sweeper.fail_on`` says (so that a script or CI notices)."""
+        result = super().sweep(arguments)
+        line = failed_line(self.status, self.conf["fail_on"], self.root)
+        if line:
+            raise SystemExit(f"error: {line}")
+        return result
 
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, arguments: list[str]) -> Plan:
@@ -149,6 +162,8 @@ class GridSweeper(IlladaSweeper):
         c = self.conf
         if c["on_invalid"] not in ("error", "skip"):
             raise SweepError(f"hydra.sweeper.on_invalid={c['on_invalid']!r}: choose error or skip")
+        if c["fail_on"] not in FAIL_ON:
+            raise SweepError(f"hydra.sweeper.fail_on={c['fail_on']!r}: choose one of {', '.join(FAIL_ON)}")
         ppj = c["points_per_job"]
         if isinstance(ppj, bool) or not isinstance(ppj, int) or ppj < 1:
             raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
@@ -214,12 +229,28 @@ class GridSweeper(IlladaSweeper):
                 self.counts.update(collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"]))
             if self.counts["jobs_failed"]:
                 print(f"{self.counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
-        status = store.status()  # the current plan's points only (plan.json): other records are superseded
+        status = self.status = store.status()  # the current plan's points only: other records are superseded
         print(status.line())
         if status.failed:
             print(f"failed points: `illada-status {store.root} --failed`; rerun them with --rerun-failed")
         self.report_end(start)
         return store
+
+
+FAIL_ON = ("all", "any", "never")  # hydra.sweeper.fail_on
+
+
+def failed_line(status, fail_on: str, root) -> str | None:
+    """The one line a sweep exits non-zero with when its plan's points failed as ``fail_on`` says (``all``:
+    every point, ``any``: at least one, ``never``), else None; ``status`` None (not waited for) is no failure."""
+    if status is None or not status.failed or fail_on == "never":
+        return None
+    failed, total = len(status.failed), status.total
+    if fail_on == "all" and failed < total:
+        return None
+    which = f"all {total} points" if failed == total else f"{failed} of {total} points"
+    return (f"{which} failed (hydra.sweeper.fail_on={fail_on}); their causes: `illada-status {root} "
+            "--failed`")
 
 
 def points_per_job_for(points, points_per_job: int, jobs: int) -> int:
