@@ -272,10 +272,11 @@ class IlladaSweeper(Sweeper):
 
     def report_end(self, start: float) -> None:
         """The command's last lines: for an unnamed sweep the command that resumes it, then the front as a
-        table (also written to front.csv / front.md), the paths of what was written, the wall time."""
+        table (also written to front.csv / front.md) or, for a scoring ablation, the likelihood-vs-confidence
+        comparison (scoring_ablation.md), the paths of what was written, the wall time."""
         import time
 
-        from sweeps.plot import finished_points, front_report
+        from sweeps.plot import ablation_report, finished_points, front_report
 
         assert self.root is not None
         resume = self.resume_command()
@@ -291,11 +292,17 @@ class IlladaSweeper(Sweeper):
             path = self.plot(self.root, points)
             if path:
                 written.append(f"Pareto plot {path}")
-        table = None if points is None else front_report(self.root, points)
+        ablation = None if points is None or points.empty else ablation_report(self.root, points)
+        # a scoring ablation's points all cost about the same: its answer is the paired comparison, not a front
+        only_pairs = ablation is not None and ablation[2]
+        table = None if points is None or only_pairs else front_report(self.root, points)
         if table is not None:
             text, paths = table
             print(text)
             written.append("front table " + ", ".join(str(p) for p in paths))
+        if ablation is not None:
+            print(ablation[0])
+            written.append(f"scoring ablation {ablation[1]}")
         if written:
             print("wrote: " + "; ".join(written))
         print(f"sweep wall time: {time.perf_counter() - start:.1f} s")
