@@ -44,7 +44,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
-from illada.atomic import unwritable_reason, written_file
+from illada.atomic import os_error_text, unwritable_reason  # os_error_text: also imported from here by the sweeps
 from illada.attention import check_backend_settings
 from illada.loading import DeviceUnavailableError, LoadedModel, describe, load, parse_dtype, resolve_model
 from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
@@ -500,17 +500,6 @@ def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, s
 # What a point can fail with that is not a bug of illada: bad or damaged files (ConfigError and CheckpointError
 # are ValueErrors), a full or read-only disk, a device that is not there, broken weights, too little memory.
 EXPECTED_FAILURES = (ValueError, OSError, DeviceUnavailableError, NonFiniteLogitsError, torch.cuda.OutOfMemoryError)
-
-
-def os_error_text(error: OSError) -> str:
-    """``FILE: errno text [ECODE]`` for a filesystem error, naming the file being written rather than its
-    temporary name (the file is left out when the system call did not say, as for ``write``)."""
-    name = error.filename2 or error.filename
-    where = ""
-    if name is not None:
-        where = f"{written_file(os.fsdecode(name))}: "
-    code = errno.errorcode.get(error.errno or 0)
-    return f"{where}{error.strerror or error}" + (f" [{code}]" if code else "")
 
 
 def _one_line(e: BaseException) -> str:

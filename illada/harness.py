@@ -36,7 +36,7 @@ Requests:
   ``--apply_chat_template`` the checkpoint's chat template renders the prompt (and no BOS is added on top).
 
 Cost (NFE, tokens per forward, tokens/s, latency, as in illada's records) accumulates in :attr:`IlladaLM.cost`;
-``illada-lm-eval --output_path DIR`` writes it as ``DIR/illada_cost.json`` beside lm-eval's results.
+``illada-lm-eval --output_path DIR`` writes it as ``illada_cost_DATE.json`` beside lm-eval's ``results_DATE.json``.
 
 lm-eval's response cache (``--use_cache PATH``) keys responses by the request alone, not by ``model_args``, so a
 cache shared by two sampler settings would return one setting's generations for the other. The model refuses a
@@ -64,7 +64,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the offline task configs ne
 from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 
-from illada.atomic import atomic_write_text  # noqa: E402
+from illada.atomic import atomic_write_text, unwritable_reason  # noqa: E402
 from illada.evaluate import _ForwardMonitor, encode_pair, sampler_settings, scorer_settings  # noqa: E402
 from illada.loading import DeviceUnavailableError, LoadedModel, load, resolve_model  # noqa: E402
 from illada.records import settings_key  # noqa: E402
@@ -341,15 +341,34 @@ def cut_at(text: str, until: Sequence[str]) -> str:
 
 # ------------------------------------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> None:
-    """``illada-lm-eval``: lm-eval's command line with the ``illada`` model and the offline tasks; with
-    ``--output_path DIR`` the cost of the illada model is written to ``DIR/illada_cost.json``."""
-    from lm_eval.__main__ import cli_evaluate
+    """``illada-lm-eval``: lm-eval's command line (parsed by lm-eval's own parser) with the ``illada`` model and
+    the offline tasks. ``--output_path`` is checked to be writable before anything is evaluated; beside each
+    results file lm-eval writes (``results_DATE.json``) the cost of the illada model goes to
+    ``illada_cost_DATE.json`` (``NAME_DATE.json`` -> ``NAME_illada_cost_DATE.json``)."""
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
+    from lm_eval.utils import setup_logging
 
     args = list(sys.argv[1:] if argv is None else argv)
     running = not args or args[0] not in ("ls", "validate")
-    if running and "--device" not in args:  # lm-eval's default is cuda:0 even on a machine without one
-        args += ["--device", "cuda" if torch.cuda.is_available() else "cpu"]
+    if running and not any(a == "--device" or a.startswith("--device=") for a in args):
+        args += ["--device", "cuda" if torch.cuda.is_available() else "cpu"]  # lm-eval's default: cuda:0
+    saved = sys.argv
+    sys.argv = ["lm_eval", *args]
+    try:
+        setup_logging()
+        parser = HarnessCLI()
+        parsed = parser.parse_args()  # inserts `run` as lm-eval does when no subcommand is given
+    finally:
+        sys.argv = saved
+    output = getattr(parsed, "output_path", None)
+    if output:
+        target = Path(output)
+        reason = unwritable_reason(target.parent if target.suffix == ".json" else target)
+        if reason is not None:
+            raise SystemExit(f"error: --output_path={output}: cannot write the results there: {reason}; "
+                             "nothing was evaluated")
     extra = str(offline_tasks_dir())
     tm_init = TaskManager.__init__
 
@@ -357,7 +376,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         paths = include_path if isinstance(include_path, (list, tuple)) else [include_path] if include_path else []
         tm_init(self, *a, include_path=[extra, *paths], **k)
 
-    TaskManager.__init__ = with_offline_tasks  # type: ignore[method-assign]
     made: list[IlladaLM] = []
     original = IlladaLM.__init__
 
@@ -365,22 +383,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         original(self, *a, **k)
         made.append(self)
 
+    save_results = EvaluationTracker.save_results_aggregated
+
+    def save_with_cost(self, results, samples=None):
+        save_results(self, results, samples)
+        if made and self.output_path and getattr(self, "date_id", None):
+            atomic_write_text(cost_path(self), json.dumps(made[-1].cost_summary(), indent=2, default=str))
+
+    TaskManager.__init__ = with_offline_tasks  # type: ignore[method-assign]
     IlladaLM.__init__ = remember  # type: ignore[method-assign]
-    saved = sys.argv
-    sys.argv = ["lm_eval", *args]
+    EvaluationTracker.save_results_aggregated = save_with_cost  # type: ignore[method-assign]
     try:
-        cli_evaluate()
+        parser.execute(parsed)
     except (ValueError, OSError, DeviceUnavailableError) as e:  # illada's checks (model_args, use_cache, device)
         raise SystemExit(f"error: {' '.join(str(e).split())}") from None
     finally:
-        sys.argv = saved
         IlladaLM.__init__ = original  # type: ignore[method-assign]
         TaskManager.__init__ = tm_init  # type: ignore[method-assign]
-    if "--output_path" in args and made:
-        out = Path(args[args.index("--output_path") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "illada_cost.json", json.dumps(made[-1].cost_summary(), indent=2, default=str))
+        EvaluationTracker.save_results_aggregated = save_results  # type: ignore[method-assign]
 
+
+def cost_path(tracker) -> Path:
+    """Where the cost of a run goes: beside the results file the tracker has just written, named as it is
+    (``DIR/MODEL/results_DATE.json`` -> ``illada_cost_DATE.json``, ``NAME.json`` -> ``NAME_illada_cost_DATE.json``),
+    so a second run into the same folder keeps the first one's."""
+    path = Path(tracker.output_path)
+    if path.suffix == ".json":
+        return path.with_name(f"{path.stem}_illada_cost_{tracker.date_id}.json")
+    return path / str(tracker.general_config_tracker.model_name_sanitized) / f"illada_cost_{tracker.date_id}.json"
 
 
 # ------------------------------------------------------------------------------------------------- sweep points
