@@ -20,14 +20,16 @@ timestamped directory of its own, prints the command with its ``sweep_dir=``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.expand import CONF_DIR, Plan, SweepError, culprit, register_ablations
@@ -111,12 +113,38 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def one_line(error: BaseException) -> str:
-    """A Hydra or OmegaConf error (several lines, and the OmegaConf error it wraps) as one line."""
+    """A Hydra or OmegaConf error (several lines, and the OmegaConf error it wraps) as one line; an override of
+    a key the config lacks says what to do instead of Hydra's ``+KEY`` (which would be refused in turn)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
         lines.append(f"({str(cause).strip().splitlines()[0]})")
-    return " ".join(lines)
+    text = " ".join(lines)
+    m = re.match(r"Could not override '([\w.]+)'\. To append to your config use \+(\S+)", text)
+    return (_missing_key_hint(m.group(1), m.group(2)) or text) if m else text
+
+
+_LAUNCHER_CONF = re.compile(r"not in '(\w+)'")
+
+
+def _missing_key_hint(key: str, override: str) -> str | None:
+    """``hydra.launcher.partition`` without a Slurm launcher: choose one; ``sampler.stesp``: the setting meant."""
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    from illada.evaluate import SAMPLER_FIELDS, SCORER_FIELDS
+    from sweeps.expand import unknown_setting
+
+    group, _, leaf = key.partition(".")
+    if key.startswith("hydra.launcher."):
+        name = key.removeprefix("hydra.launcher.")
+        if name in {f.name for f in dataclasses.fields(SlurmQueueConf)}:
+            return (f"{key}: a Slurm setting, and the launcher chosen is not Slurm's; choose "
+                    f"hydra/launcher=submitit_slurm (or a site profile under hydra/launcher/) to set it")
+        return None
+    known = {"sampler": SAMPLER_FIELDS, "scorer": SCORER_FIELDS | {"name"}}.get(group)
+    if known is None or "." in leaf:
+        return None
+    return str(unknown_setting(override, key, OmegaConf.create({group: dict.fromkeys(known)})))
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from typing import Any, Optional
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps.expand import Plan, PlannedPoint, SweepError, culprit, grids
+from sweeps.expand import Plan, PlannedPoint, SweepError, UnknownSettingError, culprit, grids, unused_group
 from sweeps.sweeper import IlladaSweeper
 
 
@@ -104,6 +104,8 @@ class GridSweeper(IlladaSweeper):
             own = list(combo)
             try:
                 resolved = self.validate(self.compose(fixed + own))
+            except UnknownSettingError:  # a typo: every point has it, no point is worth running
+                raise
             except (ValueError, OSError, DeviceUnavailableError) as e:
                 message = str(e).strip()
                 cause = f"caused by {culprit(message, fixed + own)!r}: {message}"
@@ -112,19 +114,24 @@ class GridSweeper(IlladaSweeper):
                 continue
             if resolved.key in seen:
                 plan.duplicates += 1
+                unread = unused_group(resolved, own)
+                if unread:
+                    plan.unused.add((unread, resolved.settings["task"]))
                 continue
             seen.add(resolved.key)
             plan.points.append(PlannedPoint(own, resolved))
+        # skipping helps where some combinations of valid settings are invalid, not where every point is
+        some = len(errors) < len(combos)
         skip = "pass hydra.sweeper.on_invalid=skip to drop invalid points"
         if errors and self.conf["on_invalid"] != "skip" and len(causes) == 1 and "\n" not in next(iter(causes)):
             # one cause (a model that cannot be described, a device that is not there): one line says it all
-            raise SweepError(f"{'all ' if len(errors) == len(combos) else ''}{len(errors)} of {len(combos)} points "
-                             f"are invalid, {next(iter(causes))}; nothing was run ({skip})")
+            raise SweepError(f"{'' if some else 'all '}{len(errors)} of {len(combos)} points are invalid, "
+                             f"{next(iter(causes))}; nothing was run" + (f" ({skip})" if some else ""))
         if errors and self.conf["on_invalid"] != "skip":
             shown = "\n  ".join(errors[:10])
             more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
             raise SweepError(f"{len(errors)} of {len(combos)} points are invalid; nothing was run:\n  {shown}{more}\n"
-                             f"(fix the overrides, or {skip})")
+                             f"(fix the overrides{f', or {skip}' if some else ''})")
         plan.invalid = errors
         return plan
 
@@ -285,8 +292,11 @@ def _report_plan(plan: Plan, seconds: float, verbose: bool = False) -> None:
         extra += (f"; skipped {len(plan.invalid)} invalid (hydra.sweeper.on_invalid=skip):"
                   + shown(plan.invalid, verbose, 5))
     if plan.duplicates:
-        extra += (f"; {plan.duplicates} duplicates dropped (settings a task does not read, e.g. sampler.* for a "
-                  "multiple-choice task)")
+        kinds = {"scorer": "generation", "sampler": "multiple-choice"}
+        unread = "; ".join(f"{group} settings are unused by the {kinds[group]} task {task!r}"
+                           for group, task in sorted(plan.unused))
+        extra += (f"; {plan.duplicates} duplicates dropped ("
+                  + (unread or "settings a task does not read, e.g. sampler.* for a multiple-choice task") + ")")
     print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
 

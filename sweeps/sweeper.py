@@ -34,7 +34,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps.expand import SweepError, check_writable, os_error_line, to_point
+from sweeps.expand import SweepError, check_writable, os_error_line, to_point, unknown_setting
 from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,7 @@ class IlladaSweeper(Sweeper):
                 if not _is_value_override(o):
                     continue
                 if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
-                    raise SweepError(f"override {o.input_line!r}: there is no {o.key_or_group!r} in the config "
-                                     f"(check the spelling; `+{o.input_line}` adds a new key)")
+                    raise unknown_setting(o.input_line, o.key_or_group, cfg)
                 OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         except (HydraException, OmegaConfBaseException) as e:
             raise SweepError(str(e).strip()) from None

@@ -144,6 +144,36 @@ def test_attention_backend_that_cannot_run_is_refused_before_any_job(tiny_model,
     assert not (tmp_path / "s" / "records").exists()
 
 
+# ------------------------------------------------------------------------------------------------------ hints
+@pytest.mark.parametrize("args", [["-m", "sampler.stesp=4,8"], ["-m", "sampler.stesp=4"], ["sampler.stesp=4"]])
+def test_a_misspelt_setting_names_the_one_meant(args, tiny_model, tmp_path, capsys):
+    line = _error([*args, f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}", "--dry-run"], capsys)
+    assert "unknown setting 'stesp' of 'sampler'; did you mean 'steps'?" in line, line
+    assert "on_invalid" not in line and "the defaults" not in line and "+sampler" not in line
+
+
+def test_slurm_setting_without_the_slurm_launcher_says_which_launcher(tiny_model, tmp_path, capsys):
+    line = _error(["-m", "sampler.steps=4,8", "hydra.launcher.partition=gpu", f"model.path={tiny_model}",
+                   f"sweep_dir={tmp_path / 's'}", "--dry-run"], capsys)
+    assert line.startswith("error: hydra.launcher.partition: a Slurm setting") and \
+        "choose hydra/launcher=submitit_slurm" in line and "+hydra" not in line, line
+
+
+def test_skipping_invalid_points_is_suggested_only_where_some_are_valid(tiny_model, tmp_path, capsys):
+    args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}", "sampler.block_length=4", "--dry-run"]
+    some = _error([*args, "sampler.steps=3,4"], capsys)
+    assert "1 of 2 points are invalid" in some and "on_invalid=skip" in some, some
+    every = _error([*args, "sampler.steps=3", "sampler.seed=1,2"], capsys)  # one cause: one line, no hint
+    assert "all 2 of 2 points are invalid" in every and "on_invalid" not in every, every
+
+
+def test_a_scorer_swept_on_a_generation_task_is_said_to_be_unused(tiny_model, tmp_path, capsys):
+    main(["-m", "scorer=likelihood,confidence", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}",
+          "--dry-run"])
+    out = capsys.readouterr().out
+    assert "1 duplicates dropped (scorer settings are unused by the generation task 'arithmetic')" in out, out
+
+
 # ------------------------------------------------------------------------------------------------- dry run
 def test_dry_run_of_many_points_prints_totals_and_twenty_points(tiny_model, tmp_path, capsys):
     args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 'sweep'}", "task.limit=4",

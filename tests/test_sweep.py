@@ -126,7 +126,8 @@ def test_dry_run_writes_nothing(tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, line", [
-    (["-m", "sampler.stepz=4"], "error: Could not override 'sampler.stepz'"),       # Hydra composing the sweep
+    (["-m", "sampler.stepz=4"], "error: override 'sampler.stepz=4': unknown setting 'stepz' of 'sampler'; did "
+                                "you mean 'steps'?"),                                # Hydra composing the sweep
     (["sampler.steps=8,4"], "error: Ambiguous value for argument 'sampler.steps=8,4'"),  # a sweep needs -m
     (["-m", "sampler.steps=8,3", "sampler.block_length=4"], "error: 1 of 2 points are invalid, caused by 'sampler.st"),
     (["sampler.steps=3", "sampler.block_length=4"], "error: the point is invalid, caused by 'sampler.steps=3'"),
