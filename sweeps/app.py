@@ -80,12 +80,28 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
         raise RuntimeError(failed)
     from sweeps.plot import throughput_items_per_s
 
+    from illada.records import summary_path
+
     cost = rec["cost"]
     out = {"key": resolved.key, "status": rec["status"], "accuracy": rec["quality"]["value"],
            "latency_p50_s": cost.get("latency_p50_s"), "throughput_items_per_s": throughput_items_per_s(cost),
            "nfe_per_sample": cost["nfe_per_sample"]}
-    print(out)
+    print(point_line(rec, summary_path(store.records_dir, resolved.key)))
     return out
+
+
+def point_line(rec: dict[str, Any], path) -> str:
+    """One finished point in words, rounded as the front table rounds it, with where its record is."""
+    from sweeps.plot import throughput_items_per_s
+
+    q, cost = rec["quality"], rec["cost"]
+    latency = cost.get("latency_p50_s")
+    throughput = throughput_items_per_s(cost)
+    return (f"point {rec['key']}: {q['metric']} {100 * q['value']:.1f} % (95% CI {100 * q['ci_low']:.1f}-"
+            f"{100 * q['ci_high']:.1f}, n={q['n']}), latency p50 "
+            + ("-" if latency is None else f"{1e3 * latency:.1f} ms")
+            + (f", {throughput:.2f} items/s" if throughput is not None else "")
+            + f", {cost['nfe_per_sample']:.1f} forwards per sample; record {path}")
 
 
 register_ablations()  # `+ablation=NAME` selects ablations/NAME.yaml
@@ -99,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = [FLAGS.get(a, a) for a in (sys.argv[1:] if argv is None else argv)]
     # `-m` anywhere, as users write it (Hydra's argparse takes overrides only as one run of arguments)
     args = sorted(args, key=lambda a: a not in ("-m", "--multirun"))
+    shows = [a for a in args if a in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")]
+    if shows and args and args[0] in ("-m", "--multirun"):  # Hydra refuses the pair with a traceback
+        raise SystemExit(f"error: {shows[0]} shows one job's config, -m runs a sweep: drop -m and give one value "
+                         "per setting to see a point's config (--cfg job), or add --dry-run to -m to list the "
+                         "sweep's points")
     saved = sys.argv
     sys.argv = [saved[0] if saved else "illada-sweep", *args]  # hydra.main reads its command line from sys.argv
     try:

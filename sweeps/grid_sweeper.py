@@ -39,7 +39,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.expand import Plan, PlannedPoint, SweepError, UnknownSettingError, culprit, grids, unused_group
-from sweeps.sweeper import IlladaSweeper
+from sweeps.sweeper import UNNAMED, IlladaSweeper
 
 
 @dataclass
@@ -288,16 +288,18 @@ def shown(lines: list[str], verbose: bool, limit: int = SHOWN) -> str:
 
 def _report_plan(plan: Plan, seconds: float, verbose: bool = False) -> None:
     extra = ""
-    if plan.invalid:
-        extra += (f"; skipped {len(plan.invalid)} invalid (hydra.sweeper.on_invalid=skip):"
-                  + shown(plan.invalid, verbose, 5))
+    if plan.invalid:  # asked for (an ablation's grid with cells that cannot run): not a failure
+        n = len(plan.invalid)
+        extra += (f"; {n} invalid grid {'cell' if n == 1 else 'cells'} left out as hydra.sweeper.on_invalid=skip "
+                  "asks (no failure):" + shown(plan.invalid, verbose, 5))
     if plan.duplicates:
         kinds = {"scorer": "generation", "sampler": "multiple-choice"}
         unread = "; ".join(f"{group} settings are unused by the {kinds[group]} task {task!r}"
                            for group, task in sorted(plan.unused))
         extra += (f"; {plan.duplicates} duplicates dropped ("
                   + (unread or "settings a task does not read, e.g. sampler.* for a multiple-choice task") + ")")
-    print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
+    name = "without a name" if plan.base.get("name") == UNNAMED else plan.base.name
+    print(f"sweep {name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
 
 def _report_triage(store, triage, rerun_failed: bool) -> None:

@@ -19,8 +19,8 @@ The search loop is :class:`illada.search.ParetoSearch`; Hydra gives it two thing
 The search ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
 wrote, and its wall time.
 
-Why not the Hydra Optuna sweeper: ``../shared/reference/sweeps.md`` (optuna<3, batch barrier, no constraints,
-no journal storage, trials left RUNNING by one killed job).
+Why not the Hydra Optuna sweeper (hydra-optuna-sweeper 1.2): optuna<3, a batch barrier, no constraints,
+no journal storage, trials left RUNNING by one killed job.
 """
 
 from __future__ import annotations

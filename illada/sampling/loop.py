@@ -54,7 +54,7 @@ class GenerationResult:
 
 
 # cache modes beyond Fast-dLLM's prefix/dual: name -> class(model, settings, attention_mask), called per step as
-# (x, start, end, step) -> (logits, offset) (see /work/notes/cache_api.md and illada/sampling/dkv_cache.py)
+# (x, start, end, step) -> (logits, offset) (see illada/sampling/dkv_cache.py)
 # A class with ``spans_blocks = True`` (d2Cache) is built once per generate() and kept across blocks; one with an
 # ``after_step(x, window_start, commit)`` method sees each step's commits.
 CACHE_CLASSES: dict[str, type] = {"dkv": DKVCache, "dllm": DLLMCache, "d2cache": D2Cache}
