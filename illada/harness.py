@@ -46,6 +46,7 @@ cache whose path does not contain its settings key (:attr:`IlladaLM.key`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -128,7 +129,31 @@ def offline_tasks_dir(directory: str | Path | None = None) -> Path:
                           f"custom_dataset: !function illada_offline.{task}\n")
         loaders.append(f"{task} = partial(offline_dataset, {task!r})")
     atomic_write_text(directory / "illada_offline.py", "\n".join(loaders) + "\n")
+    _quiet_offline_notices(directory)
     return directory
+
+
+class _OfflineTaskNotices(logging.Filter):
+    """Drops the warnings lm-eval gives about what the offline task configs do by design: that each replaces
+    the hub task of its name (and re-declares its tags), and that a ``custom_dataset`` could take ``--metadata``
+    kwargs (illada's loaders take none). Every other warning passes."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = str(directory)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Task '%s' from %s overrides existing task from %s" and len(record.args or ()) == 3:
+            replacing = record.args[1]  # type: ignore[index]
+            return not (replacing is None or str(replacing).startswith(self.directory))
+        return "Custom kwargs can be passed to `--metadata`" not in str(record.msg)
+
+
+def _quiet_offline_notices(directory: Path) -> None:
+    for name in ("lm_eval.tasks._index", "lm_eval.api.task"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OfflineTaskNotices) for f in logger.filters):
+            logger.addFilter(_OfflineTaskNotices(directory))
 
 
 def task_manager(**kwargs: Any):

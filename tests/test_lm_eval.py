@@ -236,6 +236,18 @@ def test_command_line_writes_results_and_cost(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_offline_tasks_replace_the_hub_ones_without_a_warning_each(caplog):
+    """Was: a dozen WARNING lines per run, one per task the offline configs replace by design."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="lm_eval"):
+        harness.task_manager()
+        logging.getLogger("lm_eval.tasks._index").warning("Task '%s' from %s overrides existing task from %s",
+                                                          "mine", "/elsewhere/mine.yaml", "/lm_eval/mine.yaml")
+    overrides = [r.getMessage() for r in caplog.records if "overrides existing task" in r.getMessage()]
+    assert overrides == ["Task 'mine' from /elsewhere/mine.yaml overrides existing task from /lm_eval/mine.yaml"]
+
+
 def test_unwritable_output_path_is_one_line_before_evaluating(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     for given in (f"--output_path={tmp_path / 'file' / 'out'}", str(tmp_path / "file" / "out" / "r.json")):
