@@ -370,6 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     the offline tasks. ``--output_path`` is checked to be writable before anything is evaluated; beside each
     results file lm-eval writes (``results_DATE.json``) the cost of the illada model goes to
     ``illada_cost_DATE.json`` (``NAME_DATE.json`` -> ``NAME_illada_cost_DATE.json``)."""
+    import lm_eval.evaluator as lm_evaluator
     from lm_eval._cli import HarnessCLI
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
@@ -415,9 +416,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if made and self.output_path and getattr(self, "date_id", None):
             atomic_write_text(cost_path(self), json.dumps(made[-1].cost_summary(), indent=2, default=str))
 
+    git_hash = lm_evaluator.get_git_commit_hash
     TaskManager.__init__ = with_offline_tasks  # type: ignore[method-assign]
     IlladaLM.__init__ = remember  # type: ignore[method-assign]
     EvaluationTracker.save_results_aggregated = save_with_cost  # type: ignore[method-assign]
+    lm_evaluator.get_git_commit_hash = _quiet_git_hash
     try:
         parser.execute(parsed)
     except (ValueError, OSError, DeviceUnavailableError) as e:  # illada's checks (model_args, use_cache, device)
@@ -426,6 +429,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         IlladaLM.__init__ = original  # type: ignore[method-assign]
         TaskManager.__init__ = tm_init  # type: ignore[method-assign]
         EvaluationTracker.save_results_aggregated = save_results  # type: ignore[method-assign]
+        lm_evaluator.get_git_commit_hash = git_hash
+
+
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``git_hash`` of the working directory, without git's "fatal: not a git repository" line on
+    stderr when it is none (lm-eval then falls back to reading ``.git`` itself, as here)."""
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
 
 
 def cost_path(tracker) -> Path:

@@ -215,6 +215,10 @@ def test_command_line_writes_results_and_cost(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    # lm-eval's warnings about the user's choices stay (--limit, --num_fewshot); the harmless ones are gone
+    for harmless in ("fatal: not a git repository", "overrides existing task", "Custom kwargs"):
+        assert harmless not in run.stderr, run.stderr
+    assert "--limit SHOULD ONLY BE USED FOR TESTING" in run.stderr
     results = list(out.rglob("results_*.json"))
     assert results and "gsm8k" in json.loads(results[0].read_text())["results"]
     assert list(out.rglob("samples_piqa_*.jsonl"))
