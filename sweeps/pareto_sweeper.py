@@ -146,6 +146,19 @@ def check_search_conf(conf: dict[str, Any]) -> None:
 class ParetoSweeper(IlladaSweeper):
     """Asks Optuna for a trial, composes and validates its point, launches it, tells its record's objectives."""
 
+    def sweep(self, arguments: List[str]) -> Any:
+        """Hydra's entry: the search, then exit status 1 with one line when every trial of the study failed
+        (as a grid sweep whose points all failed), so that a script or CI notices."""
+        from optuna.trial import TrialState
+
+        res = super().sweep(arguments)
+        trials = getattr(getattr(res, "study", None), "trials", [])
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("key")]
+        if failed and not any(t.state == TrialState.COMPLETE for t in trials):
+            raise SystemExit(f"error: all {len(failed)} trials of the search failed; their causes: "
+                             f"`illada-status {self.root} --failed`")
+        return res
+
     def run(self, arguments: List[str]) -> Any:
         from illada.search import ParetoSearch, SearchError
 
