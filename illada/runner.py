@@ -31,7 +31,7 @@ import torch
 
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
 from illada.interrupts import reraise_interrupt
-from illada.loading import LoadedModel, load
+from illada.loading import LoadedModel, check_host, load
 from illada.markers import (DEFAULT_STALE_AFTER_S, Heartbeat, heartbeat_interval, holder, process_identity,
                             stale_bound)
 from illada.progress import pause_bars, store_progress
@@ -172,6 +172,7 @@ class _Attempt:
         self.account = {**job, "started_at": now(), "load_seconds": 0.0, "eval_seconds": 0.0, "points": 0}
         self.loaded: LoadedModel | None = None
         self.load_error: Exception | None = None
+        self.host_errors: dict[tuple, Exception | None] = {}  # (device, attn_backend, dtype) -> what the host lacks
         self.error = ""  # the last failure, for the job's log
         self.log = log  # one line per point to stdout (the job's log)
         self.on_point: Callable[[], None] | None = None  # called as each point is settled (in-process progress)
@@ -262,11 +263,28 @@ class _Attempt:
             with pause_bars():
                 print(line, file=sys.stderr, flush=True)
 
+    def check_host(self, point: ResolvedPoint) -> None:
+        """Raise what this host lacks for ``point`` (its device, its attention backend's package), checked once
+        per job and setting and before the model loads: a job without its GPU fails its points in seconds, each
+        record naming the cause, and a point this host cannot run does not make the others' model load fail."""
+        p = point.point
+        setting = (p.device, p.attn_backend, p.dtype)
+        if setting not in self.host_errors:
+            try:
+                check_host(*setting)
+                self.host_errors[setting] = None
+            except Exception as exc:  # noqa: BLE001 -- becomes the failure record of each point it concerns
+                reraise_interrupt(exc)
+                self.host_errors[setting] = exc
+        if self.host_errors[setting] is not None:
+            raise self.host_errors[setting]
+
     def evaluate(self, point: ResolvedPoint) -> str:
         """Evaluate a point this job holds; "done" or "failed" (then with its failure record)."""
         store, account = self.store, self.account
         started = now()
         try:
+            self.check_host(point)
             if self.load_error is not None:  # every point of the group needs the model: fail them all alike
                 raise self.load_error
             if self.loaded is None:  # lazily: a requeued job with nothing left loads nothing

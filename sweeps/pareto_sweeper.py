@@ -19,8 +19,8 @@ The search loop is :class:`illada.search.ParetoSearch`; Hydra gives it two thing
 The search ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
 wrote, and its wall time.
 
-Why not the Hydra Optuna sweeper: ``../shared/reference/sweeps.md`` (optuna<3, batch barrier, no constraints,
-no journal storage, trials left RUNNING by one killed job).
+Why not the Hydra Optuna sweeper (hydra-optuna-sweeper 1.2): optuna<3, a batch barrier, no constraints,
+no journal storage, trials left RUNNING by one killed job.
 """
 
 from __future__ import annotations
@@ -147,6 +147,19 @@ def check_search_conf(conf: dict[str, Any]) -> None:
 
 class ParetoSweeper(IlladaSweeper):
     """Asks Optuna for a trial, composes and validates its point, launches it, tells its record's objectives."""
+
+    def sweep(self, arguments: List[str]) -> Any:
+        """Hydra's entry: the search, then exit status 1 with one line when every trial of the study failed
+        (as a grid sweep whose points all failed), so that a script or CI notices."""
+        from optuna.trial import TrialState
+
+        res = super().sweep(arguments)
+        trials = getattr(getattr(res, "study", None), "trials", [])
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("key")]
+        if failed and not any(t.state == TrialState.COMPLETE for t in trials):
+            raise SystemExit(f"error: all {len(failed)} trials of the search failed; their causes: "
+                             f"`illada-status {self.root} --failed`")
+        return res
 
     def run(self, arguments: List[str]) -> Any:
         from illada.search import ParetoSearch, SearchError

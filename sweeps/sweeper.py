@@ -34,7 +34,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps.expand import SweepError, check_writable, os_error_line, to_point
+from sweeps.expand import SweepError, check_writable, os_error_line, to_point, unknown_setting
 from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,7 @@ class IlladaSweeper(Sweeper):
                 if not _is_value_override(o):
                     continue
                 if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
-                    raise SweepError(f"override {o.input_line!r}: there is no {o.key_or_group!r} in the config "
-                                     f"(check the spelling; `+{o.input_line}` adds a new key)")
+                    raise unknown_setting(o.input_line, o.key_or_group, cfg)
                 OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         except (HydraException, OmegaConfBaseException) as e:
             raise SweepError(str(e).strip()) from None
@@ -172,10 +171,11 @@ class IlladaSweeper(Sweeper):
         """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes; raises ``ValueError``,
         ``OSError`` (a model that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
 
-        In process (Hydra's basic launcher) this process is the job host, so a point whose device is not here
-        (``model.device=cuda`` without CUDA) is invalid; submitted jobs check it on their node."""
+        In process (Hydra's basic launcher) this process is the job host, so a point whose device or attention
+        backend is not here (``model.device=cuda`` without CUDA, ``flash_attn`` without flash-attn) is invalid;
+        submitted jobs check it on their node, once per job before the model loads."""
         from illada.evaluate import model_limits, resolve
-        from illada.loading import check_device, resolve_model
+        from illada.loading import check_host, resolve_model
 
         point = to_point(cfg)
         model = resolve_model(point.model)
@@ -183,7 +183,7 @@ class IlladaSweeper(Sweeper):
             self._described[model] = model_limits(model)
         resolved = resolve(point, *self._described[model])
         if self.in_process:
-            check_device(point.device)
+            check_host(point.device, point.attn_backend, point.dtype)
         return resolved
 
     # ---------------------------------------------------------------------------------------------- jobs
@@ -284,10 +284,11 @@ class IlladaSweeper(Sweeper):
 
     def report_end(self, start: float) -> None:
         """The command's last lines: for an unnamed sweep the command that resumes it, then the front as a
-        table (also written to front.csv / front.md), the paths of what was written, the wall time."""
+        table (also written to front.csv / front.md) or, for a scoring ablation, the likelihood-vs-confidence
+        comparison (scoring_ablation.md), the paths of what was written, the wall time."""
         import time
 
-        from sweeps.plot import finished_points, front_report
+        from sweeps.plot import ablation_report, finished_points, front_report
 
         assert self.root is not None
         resume = self.resume_command()
@@ -303,11 +304,17 @@ class IlladaSweeper(Sweeper):
             path = self.plot(self.root, points)
             if path:
                 written.append(f"Pareto plot {path}")
-        table = None if points is None else front_report(self.root, points)
+        ablation = None if points is None or points.empty else ablation_report(self.root, points)
+        # a scoring ablation's points all cost about the same: its answer is the paired comparison, not a front
+        only_pairs = ablation is not None and ablation[2]
+        table = None if points is None or only_pairs else front_report(self.root, points)
         if table is not None:
             text, paths = table
             print(text)
             written.append("front table " + ", ".join(str(p) for p in paths))
+        if ablation is not None:
+            print(ablation[0])
+            written.append(f"scoring ablation {ablation[1]}")
         if written:
             print("wrote: " + "; ".join(written))
         print(f"sweep wall time: {time.perf_counter() - start:.1f} s")

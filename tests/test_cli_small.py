@@ -112,6 +112,24 @@ def test_eval_read_only_out_is_refused_before_evaluating(tmp_path, monkeypatch):
     assert "\n" not in line and not (tmp_path / "out").exists()
 
 
+def test_report_unwritable_out_is_one_line_before_loading(tmp_path, monkeypatch):
+    """Was: a traceback from the first figure written into a read-only folder."""
+    import analysis.report as report
+
+    from analysis.synthetic import write_generation_sweep
+
+    sweep = write_generation_sweep(tmp_path / "sweep")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if str(p).startswith(str(tmp_path / "ro"))
+                        else real(p, m, **k))
+    monkeypatch.setattr(report, "load_sweeps", lambda *a, **k: pytest.fail("the sweeps were loaded"))
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(sweep), "--out", str(tmp_path / "ro" / "report")])
+    line = str(exit_.value.code)
+    assert line.startswith(f"error: --out={tmp_path / 'ro' / 'report'}: cannot write the report there") and "\n" not in line
+
+
 def _default_sigint() -> None:
     # A shell starts background jobs with SIGINT ignored and Python then installs no KeyboardInterrupt handler;
     # give the child the disposition a terminal's Ctrl-C meets, whatever started this test run.

@@ -180,3 +180,16 @@ def test_hydra_conveniences(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COMP_LINE", "illada-sweep hydra/sweeper=illada_")
     _run(["-sc", "query=bash"])
     assert "hydra/sweeper=illada_grid hydra/sweeper=illada_pareto" in capsys.readouterr().out
+
+
+def test_documents_link_no_file_outside_the_repository():
+    """A relative path in a README or pyproject.toml must lead to a file of this repository (a fresh clone has
+    nothing beside it)."""
+    docs_ = [ROOT / "pyproject.toml", *sorted(ROOT.glob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+    dead = []
+    for doc in docs_:
+        for ref in re.findall(r"(?<![\w.])(\.\./[\w./-]+)", doc.read_text()):
+            target = (doc.parent / ref.rstrip(".")).resolve()
+            if ROOT.resolve() not in target.parents or not target.exists():
+                dead.append(f"{doc.relative_to(ROOT)}: {ref}")
+    assert not dead, dead
