@@ -57,6 +57,8 @@ class GridSweeperConf:
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
     # submitit_local: jobs running at once (null: usable cores // threads per job); Slurm: array_parallelism
     max_in_flight: Optional[int] = None
+    # seconds one item takes (overrides the estimate from earlier records in the cost forecast); null: estimated
+    cost_per_item_s: Optional[float] = None
 
 
 class GridSweeper(IlladaSweeper):
@@ -134,9 +136,32 @@ class GridSweeper(IlladaSweeper):
                  f"{counts[FAILED]} failed)"))
         lines = [f"{p.resolved.key}  {states[p.resolved.key]:8s} {' '.join(p.overrides)}" for p in plan.points]
         print(f"points (key, state, overrides):{shown(lines, c['verbose'])}")
+        self.forecast([p.resolved for p in todo], store)
         if todo and self.cluster == "slurm":
             print(self.check_submission(self._array_tasks(todo)))
         print("dry run: nothing was run or written")
+
+    def forecast(self, points: list, store, groups: list | None = None, in_flight: int | None = None):
+        """Print the cost forecast of running ``points`` (grouped into jobs as a real run groups them)."""
+        from illada.runner import group_points
+        from sweeps.costs import check_cost_per_item, parallelism, print_forecast
+        from sweeps.sweeper import local_job_cap
+
+        c = self.conf
+        if groups is None:
+            per_job = c["points_per_job"]
+            if points and self.cluster == "local":
+                in_flight = c.get("max_in_flight") or local_job_cap(self.config_threads())[0]
+                per_job = points_per_job_for(points, per_job, in_flight)
+            groups = group_points(points, per_job)
+        slots, gpus = parallelism(self.cluster, self.launcher, in_flight)
+        return print_forecast(groups, store, slots, gpus, check_cost_per_item(c.get("cost_per_item_s")))
+
+    def config_threads(self):
+        """The sweep's ``threads`` (torch threads per job) from its config, None when not set."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.select(self.config, "threads", default=None)
 
     def _array_tasks(self, points: list[PlannedPoint]) -> int:
         """Tasks of the first job array these points would be submitted as (for ``sbatch --test-only``)."""
@@ -153,6 +178,9 @@ class GridSweeper(IlladaSweeper):
         if isinstance(ppj, bool) or not isinstance(ppj, int) or ppj < 1:
             raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
         self.check_launcher("the illada_grid sweeper")
+        from sweeps.costs import check_cost_per_item
+
+        check_cost_per_item(c.get("cost_per_item_s"))
 
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:
@@ -190,6 +218,7 @@ class GridSweeper(IlladaSweeper):
         groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, per_job)]
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
+        self.forecast(points, store, groups=[g.points for g in groups], in_flight=in_flight)
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
               f"({self.cluster}) into {store.root}{more}")
         if groups and self.in_process:
