@@ -41,6 +41,16 @@ def _knobs(settings: Mapping[str, Any]) -> dict[str, Any]:
     return dict(settings.get("sampler") or settings.get("scorer") or {})
 
 
+def _scaled(seconds: float, settings: Mapping[str, Any], knobs: Mapping[str, Any]) -> float:
+    """A record's per-item seconds carried over to a point that takes another number of denoising steps: time
+    is linear in forward passes, and a sampler's forward passes in its ``steps`` (an upper bound for adaptive
+    decoders, which the record's own settings already reflect)."""
+    theirs, ours = _knobs(settings).get("steps"), knobs.get("steps")
+    if isinstance(theirs, int) and isinstance(ours, int) and theirs > 0 and ours > 0:
+        return seconds * ours / theirs
+    return seconds
+
+
 def per_item_seconds(record: Mapping[str, Any]) -> float | None:
     """Seconds one item took in a record (``eval_seconds / n``); None when the record does not say."""
     cost, quality = record.get("cost") or {}, record.get("quality") or {}
@@ -167,8 +177,10 @@ class Pricer:
             differ = len(knobs) - best
             knob = "1 knob differs" if differ == 1 else f"{differ} knobs differ"
             what = f"nearest settings ({knob})" if differ else "same settings"
-            return (statistics.median(per_item_seconds(r) for r in closest),
-                    f"{len(closest)} earlier records of the same family, {what}")
+            rate = statistics.median(_scaled(per_item_seconds(r), r["settings"], knobs) for r in closest)
+            steps = "" if all(_knobs(r["settings"]).get("steps") == knobs.get("steps") for r in closest) else \
+                ", scaled by steps"
+            return rate, f"{len(closest)} earlier records of the same family, {what}{steps}"
         s = settings
         coarse = self.by_task.get((s.get("model"), s.get("device"), s.get("task")), [])
         if coarse:

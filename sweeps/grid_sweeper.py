@@ -67,6 +67,7 @@ class GridSweeper(IlladaSweeper):
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         self.counts: dict[str, float] = {}  # what the last run's jobs did (in process: also their wall seconds)
+        self.last_forecast = None  # the cost forecast the last run printed (illada.forecast.Forecast)
 
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, arguments: list[str]) -> Plan:
@@ -155,7 +156,8 @@ class GridSweeper(IlladaSweeper):
                 per_job = points_per_job_for(points, per_job, in_flight)
             groups = group_points(points, per_job)
         slots, gpus = parallelism(self.cluster, self.launcher, in_flight)
-        return print_forecast(groups, store, slots, gpus, check_cost_per_item(c.get("cost_per_item_s")))
+        self.last_forecast = print_forecast(groups, store, slots, gpus, check_cost_per_item(c.get("cost_per_item_s")))
+        return self.last_forecast
 
     def config_threads(self):
         """The sweep's ``threads`` (torch threads per job) from its config, None when not set."""

@@ -34,6 +34,8 @@ def test_nearest_settings_price_a_point():
     rate, source = pricer.per_item(_settings(4, device="cuda"))
     assert rate is None and "hydra.sweeper.cost_per_item_s" in source
     assert Pricer(records, cost_per_item_s=2.0).per_item(_settings(8))[0] == 2.0  # the user's figure wins
+    rate, source = Pricer(records[:2]).per_item(_settings(2))  # only 8 steps measured: time is linear in steps
+    assert rate == pytest.approx(0.9 * 2 / 8) and source.endswith("(1 knob differs), scaled by steps")
 
 
 def test_forecast_sums_jobs_and_replays_them_on_the_slots():
