@@ -79,12 +79,11 @@ class Evidence:
         return self.items >= self.of
 
 
-def evidence(key: str, outcomes: Sequence[bool], latency: float, of: int,
+def evidence(key: str, hits: int, items: int, latency: float, of: int,
              confidence: float = DEFAULT_CONFIDENCE) -> Evidence:
-    """Evidence from per-item outcomes (True: correct) and the latency measured on them."""
-    k, hits = len(outcomes), int(sum(bool(o) for o in outcomes))
-    low, high = interval(hits, k, confidence)
-    return Evidence(key, k, of, hits / k, low, high, latency)
+    """Evidence from ``hits`` correct of ``items`` evaluated (of ``of``) and the latency measured on them."""
+    low, high = interval(hits, items, confidence)
+    return Evidence(key, items, of, hits / items, low, high, latency)
 
 
 def could_be_on_front(point: Evidence, others: Iterable[Evidence]) -> bool:
