@@ -225,3 +225,95 @@ def _quantile(values: Sequence[float], q: float) -> float:
     from illada.evaluate import _quantile as quantile
 
     return quantile(values, q)
+
+
+# ------------------------------------------------------------------------------------- early stop in a grid
+PARTIAL_DIR = "partial"  # under a sweep root: records of points being measured batch by batch
+
+
+def record_evidence(rec: Mapping[str, Any], confidence: float = DEFAULT_CONFIDENCE) -> Evidence:
+    """A record's evidence: its accuracy over the items it covers, with bounds, and its latency p50."""
+    n = covered(rec)
+    of = (rec.get("coverage") or {}).get("of", n)
+    hits = round(rec["quality"]["value"] * n)
+    return evidence(rec["key"], hits, n, float(rec["cost"]["latency_p50_s"]), of, confidence)
+
+
+def comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Records whose qualities measure the same thing: the same task, split, items (limit, seed) and shots."""
+    return all(a.get(f) == b.get(f) for f in ("task", "split", "limit", "seed", "num_fewshot", "data_path"))
+
+
+def evaluate_early_stopped(resolved, store, loaded=None, confidence: float | None = DEFAULT_CONFIDENCE
+                           ) -> dict[str, Any]:
+    """Evaluate a grid point batch by batch (its fidelity order); after each batch, stop it once a finished
+    point of the store (a complete record of the same items) beats its upper bound with its lower bound at a
+    latency no worse (:func:`could_be_on_front`). The point's record is then written with ``coverage`` and
+    ``early_stop`` (items, interval, the point that beat it); a point never beaten is recorded as a direct
+    evaluation records it. Batches in progress live in ``SWEEP_DIR/partial/`` (a stopped point continued by
+    ``hydra.sweeper.finish_stopped`` starts from there, see :func:`reopen_stopped`). ``confidence`` None: no
+    stopping, the point is run to its end (continuing what ``partial/`` holds of it)."""
+    from illada.evaluate import _load_task
+    from illada.records import items_path, write_record
+
+    p = resolved.point
+    scratch = store.root / PARTIAL_DIR
+    n = len(_load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path).items)
+    k = 0
+    while True:
+        step = p.batch_size if confidence is not None else n
+        rec = evaluate_to(resolved, scratch, covered_in(scratch, resolved.key) + step, loaded=loaded)
+        k = covered(rec)
+        ev = record_evidence(rec, confidence or DEFAULT_CONFIDENCE)
+        beaten = None
+        if k < n and confidence is not None:
+            finished = [record_evidence(r, confidence) for r in store.records("ok")
+                        if "coverage" not in r and r["key"] != resolved.key
+                        and comparable(r["settings"], resolved.settings)]
+            beaten = next((o for o in finished if not could_be_on_front(ev, [o])), None)
+        if k >= n or beaten is not None:
+            break
+    import pandas as pd
+
+    rows = pd.read_parquet(items_path(scratch, resolved.key))
+    if beaten is not None and confidence is not None:
+        rec["early_stop"] = {
+            "items": k, "of": n, "confidence": confidence, "interval": [ev.low, ev.high], "beaten_by": beaten.key,
+            "reason": f"upper bound {ev.high:.3f} at {confidence:.0%} after {k} of {n} items is below the lower "
+                      f"bound {beaten.low:.3f} of point {beaten.key} at latency {beaten.latency:.4g} s "
+                      f"(this point: {ev.latency:.4g} s)"}
+    write_record(store.records_dir, rec, rows)
+    for f in (scratch / f"{resolved.key}.json", items_path(scratch, resolved.key)):
+        f.unlink(missing_ok=True)
+    return rec
+
+
+def covered_in(directory: Path, key: str) -> int:
+    """Items the record of ``key`` in ``directory`` covers (0 without a readable one)."""
+    from illada.records import CorruptFileError, read_summary, summary_path
+
+    try:
+        return covered(read_summary(summary_path(directory, key)))
+    except (FileNotFoundError, CorruptFileError):
+        return 0
+
+
+def reopen_stopped(store, keys: Iterable[str]) -> list[str]:
+    """Move the records of early-stopped points among ``keys`` back to ``SWEEP_DIR/partial/`` so that they are
+    run to the end (their items are kept: only the rest run). Returns the keys reopened."""
+    import os
+
+    from illada.records import items_path, summary_path
+
+    out = []
+    for key in keys:
+        rec = store.record(key)
+        if not rec or "early_stop" not in rec:
+            continue
+        scratch = store.root / PARTIAL_DIR
+        scratch.mkdir(parents=True, exist_ok=True)
+        # items first, then the summary: the point is missing (to run) only once both are in partial/
+        os.replace(items_path(store.records_dir, key), items_path(scratch, key))
+        os.replace(summary_path(store.records_dir, key), summary_path(scratch, key))
+        out.append(key)
+    return out

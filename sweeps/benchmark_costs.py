@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import random
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,10 @@ from pathlib import Path
 
 from illada.benchmarks.engine import environment, markdown
 from illada.benchmarks.output import add_report_options, report_path
+from illada.fidelity import DEFAULT_CONFIDENCE, DEFAULT_RUNGS, could_be_on_front, rung_sizes
 from illada.forecast import job_accounts
+from illada.store import SweepStore
+from sweeps.plot import LATENCY
 from sweeps.benchmark_search import write_section
 
 REPORT = "costs.md"
@@ -90,9 +94,210 @@ def forecast_benchmark(root: Path) -> str:
         markdown(rows)])
 
 
+# ------------------------------------------------------------------------------- search and grid on replay
+class Replay:
+    """Every point of a search space, measured once with per-item outcomes (a grid in ``root``): a point
+    "evaluated on k items" is read from its first k items in the fidelity order (:func:`ordered_items`)."""
+
+    def __init__(self, root: Path, base, space: dict) -> None:
+        import pandas as pd
+
+        from illada.evaluate import _load_task
+        from illada.fidelity import ordered_items
+        from illada.records import items_path
+        from illada.search import grid, parse_space
+        from sweeps.plot import records_frame
+
+        self.base, self.space, self.store = base, space, SweepStore(root)
+        self.truth = records_frame(self.store).set_index("key")
+        self.combos = grid(parse_space(space))
+        data = _load_task(base.task, base.split, base.limit, base.seed, base.num_fewshot, base.data_path)
+        ids = [data.items[i].id for i in ordered_items(data, base.batch_size)]
+        self.n = len(ids)
+        self.outcomes, self.latency = {}, {}
+        for key in self.truth.index:
+            rows = pd.read_parquet(items_path(self.store.records_dir, key)).set_index("id").loc[ids]
+            self.outcomes[key] = rows["exact_match"].astype(bool).to_numpy().cumsum()
+            self.latency[key] = rows["latency_s"].to_numpy()
+        self._keys: dict[tuple, str | None] = {}
+
+    def key(self, values) -> str | None:
+        from illada.evaluate import resolve
+        from illada.search import to_point
+
+        marker = tuple(sorted(values.items()))
+        if marker not in self._keys:
+            try:
+                key = resolve(to_point(self.base, values)).key
+            except (ValueError, OSError):
+                key = None
+            self._keys[marker] = key if key in self.outcomes else None
+        return self._keys[marker]
+
+    def evidence(self, key: str, k: int):
+        import statistics
+
+        from illada.fidelity import evidence
+
+        k = min(k, self.n)
+        latency = (self.truth.loc[key, LATENCY] if k == self.n  # the record's own p50 (same median)
+                   else statistics.median(self.latency[key][:k]))
+        return evidence(key, int(self.outcomes[key][k - 1]), k, float(latency), self.n)
+
+    def measure(self, values, k: int):
+        key = self.key(values)
+        if key is None:
+            return None
+        return key, (None if k == 0 else self.evidence(key, k))
+
+    def hv(self, keys) -> float:
+        from analysis.pareto import hypervolume
+
+        keys = list(keys)
+        return hypervolume(self.truth.loc[keys], x=LATENCY, ref=self.ref) if keys else 0.0
+
+    @property
+    def ref(self):
+        return (1.1 * self.truth[LATENCY].max(), 0.0)
+
+
+def today_curve(replay: Replay, seed: int, max_trials: int) -> list[tuple[int, float]]:
+    """(items evaluated, hypervolume) after each trial of today's search (every new point on every item)."""
+    from illada.search import ParetoSearch
+
+    study_dir = Path(tempfile.mkdtemp(prefix="illada_costs_today_"))
+    res = ParetoSearch(replay.store.root, replay.space, replay.base, n_trials=max_trials, sampler="tpe",
+                       seed=seed, study_name=f"today-{seed}", storage=str(study_dir / "study.journal"), log=None,
+                       objectives=["accuracy", LATENCY]).run()
+    trials = res.study.trials
+    shutil.rmtree(study_dir, ignore_errors=True)
+    seen: list[str] = []
+    curve = []
+    for t in trials:
+        key = t.user_attrs.get("key")
+        if key and key not in seen and key in replay.outcomes:
+            seen.append(key)
+            curve.append((len(seen) * replay.n, replay.hv(seen)))
+    return curve
+
+
+def fidelity_curve(replay: Replay, seed: int, max_trials: int, rungs, confidence: float):
+    """(items evaluated, hypervolume of the points measured on every item) after each measurement."""
+    from illada.mfsearch import FidelitySearch
+
+    res = FidelitySearch(replay.space, replay.measure, n_items=replay.n, batch_size=replay.base.batch_size,
+                         rungs=rungs, confidence=confidence, seed=seed, n_trials=max_trials).run()
+    curve, complete = [], []
+    for step in res.steps:
+        if step.evidence.complete and step.evidence.key not in complete:
+            complete.append(step.evidence.key)
+        curve.append((step.items_spent, replay.hv(complete)))
+    return curve, res
+
+
+def first_reaching(curve, target: float) -> int | None:
+    return next((items for items, hv in curve if hv >= target), None)
+
+
+def search_benchmark(root: Path, seeds: int, max_trials: int, rungs, confidence: float, limit: int) -> str:
+    import statistics
+
+    from sweeps.benchmark_search import frontier_search, ground_truth
+
+    base, sweeper = frontier_search([f"task.limit={limit}"])
+    space = sweeper["space"]
+    ground_truth(root, base, space)
+    replay = Replay(root, base, space)
+    hv_grid = replay.hv(replay.truth.index)
+    grid_items = len(replay.truth) * replay.n
+    rows, per_seed = [], []
+    for seed in range(seeds):
+        today = today_curve(replay, seed, max_trials)
+        mf, res = fidelity_curve(replay, seed, max_trials, rungs, confidence)
+        a, b = first_reaching(today, 0.95 * hv_grid), first_reaching(mf, 0.95 * hv_grid)
+        stopped = sum(not e.complete for e in res.evidence.values())
+        per_seed.append((a, b))
+        rows.append({"seed": seed, "(a) today: items to 95%": a or f">{today[-1][0]}",
+                     "(b) multi-fidelity: items to 95%": b or f">{mf[-1][0]}",
+                     "(b) / (a)": f"{b / a:.1%}" if a and b else "-",
+                     "(a) final HV / grid": f"{today[-1][1] / hv_grid:.3f} at {today[-1][0]} items",
+                     "(b) final HV / grid": f"{mf[-1][1] / hv_grid:.3f} at {mf[-1][0]} items",
+                     "(b) points: complete / stopped early": f"{len(res.evidence) - stopped} / {stopped}"})
+        print(rows[-1], flush=True)
+    both = [(a, b) for a, b in per_seed if a and b]
+    summary = (f"mean (b)/(a) over the {len(both)} seeds where both reach 95%: "
+               f"{statistics.mean(b / a for a, b in both):.1%}; (c) the full grid: {grid_items} items "
+               f"({len(replay.truth)} points x {replay.n})" if both else "no seed where both reach 95%")
+    return "\n\n".join([
+        f"## Hypervolume vs items: today's search, multi-fidelity search, full grid (`python -m "
+        f"sweeps.benchmark_costs search --seeds {seeds} --max-trials {max_trials} --limit {limit}`)",
+        environment("cpu"),
+        f"Space: `+ablation=search` ({len(replay.combos)} combinations, {len(replay.truth)} valid points), task "
+        f"`{base.task}` limit {limit}, batch size {base.batch_size}, on the embedded model. Every point was "
+        "evaluated once with per-item outcomes; the searches replay those measurements (a point evaluated on k "
+        "items reads its first k items in the fidelity order). (a) today's search (TPE; a new point costs "
+        f"{replay.n} items); (b) the multi-fidelity search (TPE; rungs {', '.join(map(str, rungs))} of the items = "
+        f"{rung_sizes(replay.n, rungs, base.batch_size)} items, promotion at {confidence:.0%}); hypervolume of "
+        "the points measured on every item only (accuracy up, latency p50 down, reference 1.1 x the slowest "
+        f"point's latency and accuracy 0), against the grid's {hv_grid:.6g}. Items to 95%: the items "
+        "evaluated when the hypervolume first reaches 95% of the grid's.", markdown(rows), summary])
+
+
+def early_stop_benchmark(root: Path, seeds: int, confidence: float, limit: int) -> str:
+    from sweeps.benchmark_search import frontier_search
+
+    base, sweeper = frontier_search([f"task.limit={limit}"])
+    replay = Replay(root, base, sweeper["space"])
+    keys = list(replay.truth.index)
+    full_front = set(pareto_front_keys(replay, keys))
+    bs = base.batch_size
+    rows = []
+    for seed in range(seeds):
+        order = list(keys)
+        random.Random(seed).shuffle(order)
+        finished, spent = [], 0
+        for key in order:
+            for k in range(bs, replay.n + bs, bs):
+                ev = replay.evidence(key, k)
+                if not ev.complete and not could_be_on_front(ev, finished):
+                    break
+            spent += ev.items
+            if ev.complete:
+                finished.append(ev)
+        kept = set(pareto_front_keys(replay, [e.key for e in finished]))
+        rows.append({"order (seed)": seed, "items without early stop": len(keys) * replay.n,
+                     "items with early stop": spent, "of the full grid": f"{spent / (len(keys) * replay.n):.1%}",
+                     "points stopped early": len(keys) - len(finished),
+                     "full grid's front kept": f"{len(full_front & kept)}/{len(full_front)}",
+                     "fronts equal": "yes" if kept == full_front else "no"})
+        print(rows[-1], flush=True)
+    return "\n\n".join([
+        f"## Grid with and without early stop (`python -m sweeps.benchmark_costs early-stop --seeds {seeds} "
+        f"--limit {limit}`)", environment("cpu"),
+        f"The same {len(keys)} measured points, run one after another in a random order (one order per seed); "
+        f"with early stop a point is checked after each batch of {bs} items and stops once its upper bound at "
+        f"{confidence:.0%} is beaten by a finished point's lower bound at a latency no worse (the rule of "
+        "`illada.fidelity.could_be_on_front`). Replayed from the per-item records; points running at the same "
+        "time (a real cluster) would see fewer finished points and stop later.", markdown(rows)])
+
+
+def pareto_front_keys(replay: Replay, keys) -> list[str]:
+    from analysis.pareto import pareto_front
+
+    frame = replay.truth.loc[list(keys)].reset_index()
+    return list(pareto_front(frame, by=())["key"])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["forecast"])
+    parser.add_argument("what", choices=["forecast", "search", "early-stop"])
+    parser.add_argument("--seeds", type=int, default=5, help="searches (and grid orders) per method")
+    parser.add_argument("--max-trials", type=int, default=120, help="trials per search")
+    parser.add_argument("--limit", type=int, default=200, help="items per point (task.limit)")
+    parser.add_argument("--rungs", type=float, nargs="+", default=list(DEFAULT_RUNGS), help="rung fractions")
+    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help="promotion confidence")
+    parser.add_argument("--grid", type=Path, default=Path("runs/bench/costs/grid"),
+                        help="the space's per-item records (computed once, reused)")
     parser.add_argument("--out", type=Path, default=None, help="sweep roots (default: a temporary directory)")
     add_report_options(parser, REPORT, flag="--report")
     args = parser.parse_args(argv)
@@ -105,6 +310,15 @@ def main(argv: list[str] | None = None) -> None:
         text = forecast_benchmark(out / "forecast")
         print(text)
         write_section(report, text, "Forecast vs actual")
+    elif args.what == "search":
+        text = search_benchmark(args.grid, args.seeds, args.max_trials, tuple(args.rungs), args.confidence,
+                                args.limit)
+        print(text)
+        write_section(report, text, "Hypervolume vs items")
+    else:
+        text = early_stop_benchmark(args.grid, args.seeds, args.confidence, args.limit)
+        print(text)
+        write_section(report, text, "Grid with and without early stop")
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ class GridSweeperConf:
     max_in_flight: Optional[int] = None
     # seconds one item takes (overrides the estimate from earlier records in the cost forecast); null: estimated
     cost_per_item_s: Optional[float] = None
+    # stop a point, after any batch of items, once a finished point's lower bound of quality beats its upper bound
+    # (at this confidence) at a latency no worse; recorded with its items, interval and reason. false: off
+    early_stop: Any = False  # false | true (95%) | a confidence level such as 0.9
+    finish_stopped: bool = False  # run early-stopped points to the end (their items are kept)
 
 
 class GridSweeper(IlladaSweeper):
@@ -159,6 +163,20 @@ class GridSweeper(IlladaSweeper):
         self.last_forecast = print_forecast(groups, store, slots, gpus, check_cost_per_item(c.get("cost_per_item_s")))
         return self.last_forecast
 
+    def early_stop_confidence(self) -> float | None:
+        """``hydra.sweeper.early_stop`` as a confidence level (None: off); a one-line error for a bad value."""
+        from illada.fidelity import DEFAULT_CONFIDENCE, check_confidence
+
+        value = self.conf.get("early_stop", False)
+        if value is False or value is None:
+            return None
+        if value is True:
+            return DEFAULT_CONFIDENCE
+        try:
+            return check_confidence(value, "hydra.sweeper.early_stop")
+        except ValueError as e:
+            raise SweepError(f"{e} (or true: 95%, false: off)") from None
+
     def config_threads(self):
         """The sweep's ``threads`` (torch threads per job) from its config, None when not set."""
         from omegaconf import OmegaConf
@@ -183,6 +201,7 @@ class GridSweeper(IlladaSweeper):
         from sweeps.costs import check_cost_per_item
 
         check_cost_per_item(c.get("cost_per_item_s"))
+        self.early_stop_confidence()
 
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:
@@ -208,6 +227,11 @@ class GridSweeper(IlladaSweeper):
         for p in plan.points:
             store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
         store.set_current_plan(keys)  # status and analysis count these points; other records become superseded
+        if c.get("finish_stopped"):
+            from illada.fidelity import reopen_stopped
+
+            reopened = reopen_stopped(store, keys)
+            print(f"--finish-stopped: running {len(reopened)} early-stopped points to the end (their items kept)")
         triage = store.triage(keys, rerun_failed=c["rerun_failed"])
         _report_triage(store, triage, c["rerun_failed"])
         todo = set(triage.todo)
@@ -218,6 +242,8 @@ class GridSweeper(IlladaSweeper):
         if in_flight is not None:
             per_job = points_per_job_for(points, per_job, in_flight)
         groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, per_job)]
+        for g in groups:
+            g.early_stop = self.early_stop_confidence()
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
         self.forecast(points, store, groups=[g.points for g in groups], in_flight=in_flight)
