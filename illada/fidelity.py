@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 DEFAULT_RUNGS = (1 / 16, 1 / 4, 1.0)
 DEFAULT_CONFIDENCE = 0.95
+MIN_BATCHES = 2  # a point is judged on two batches at least: one batch's latency can be a lone spike
 ORDER = "seeded batches"  # the point's batches in a seeded order (see ordered_items)
 
 
@@ -45,10 +46,11 @@ def check_confidence(confidence: float, name: str = "confidence") -> float:
 
 
 def rung_sizes(n_items: int, fractions: Sequence[float] = DEFAULT_RUNGS, batch_size: int = 1) -> list[int]:
-    """Item counts of the rungs for a point of ``n_items`` items: whole batches, increasing, the last ``n_items``."""
+    """Item counts of the rungs for a point of ``n_items`` items: whole batches (:data:`MIN_BATCHES` at least),
+    increasing, the last ``n_items``."""
     sizes: list[int] = []
     for f in check_rungs(fractions):
-        k = min(n_items, batch_size * math.ceil(math.ceil(f * n_items) / batch_size))
+        k = min(n_items, batch_size * max(MIN_BATCHES, math.ceil(math.ceil(f * n_items) / batch_size)))
         if not sizes or k > sizes[-1]:
             sizes.append(k)
     return sizes
@@ -84,6 +86,13 @@ def evidence(key: str, hits: int, items: int, latency: float, of: int,
     """Evidence from ``hits`` correct of ``items`` evaluated (of ``of``) and the latency measured on them."""
     low, high = interval(hits, items, confidence)
     return Evidence(key, items, of, hits / items, low, high, latency)
+
+
+def partial_latency(latencies: Sequence[float]) -> float:
+    """The latency a point not yet complete is judged at: its fastest batch so far. Latency from a few batches
+    is noisy, and on a shared machine mostly upwards (a busy neighbour, a first batch warming caches up), so
+    the point gets the benefit of the doubt; a complete point is judged at its record's p50."""
+    return float(min(latencies))
 
 
 def could_be_on_front(point: Evidence, others: Iterable[Evidence]) -> bool:
@@ -212,7 +221,8 @@ def _merged_cost(prev: Mapping[str, Any] | None, new: Mapping[str, Any], rows) -
         "throughput_items_per_s": n / seconds, "load_seconds": a["load_seconds"] + b["load_seconds"],
     })
     if a.get("tokens_per_forward") is not None and b.get("tokens_per_forward") is not None and row_nfe:
-        decoded = a["tokens_per_forward"] * a["nfe_per_sample"] * na + b["tokens_per_forward"] * b["nfe_per_sample"] * nb
+        decoded = (a["tokens_per_forward"] * a["nfe_per_sample"] * na
+                   + b["tokens_per_forward"] * b["nfe_per_sample"] * nb)
         cost["tokens_per_forward"] = decoded / row_nfe
     if b.get("throughput_tokens_per_s") is not None:
         cost["throughput_tokens_per_s"] = cost["generated_tokens"] / seconds
@@ -253,6 +263,8 @@ def evaluate_early_stopped(resolved, store, loaded=None, confidence: float | Non
     evaluation records it. Batches in progress live in ``SWEEP_DIR/partial/`` (a stopped point continued by
     ``hydra.sweeper.finish_stopped`` starts from there, see :func:`reopen_stopped`). ``confidence`` None: no
     stopping, the point is run to its end (continuing what ``partial/`` holds of it)."""
+    import pandas as pd
+
     from illada.evaluate import _load_task
     from illada.records import items_path, write_record
 
@@ -265,16 +277,16 @@ def evaluate_early_stopped(resolved, store, loaded=None, confidence: float | Non
         rec = evaluate_to(resolved, scratch, covered_in(scratch, resolved.key) + step, loaded=loaded)
         k = covered(rec)
         ev = record_evidence(rec, confidence or DEFAULT_CONFIDENCE)
+        if k < n:
+            ev = replace(ev, latency=partial_latency(pd.read_parquet(items_path(scratch, resolved.key))["latency_s"]))
         beaten = None
-        if k < n and confidence is not None:
+        if MIN_BATCHES * p.batch_size <= k < n and confidence is not None:
             finished = [record_evidence(r, confidence) for r in store.records("ok")
                         if "coverage" not in r and r["key"] != resolved.key
                         and comparable(r["settings"], resolved.settings)]
             beaten = next((o for o in finished if not could_be_on_front(ev, [o])), None)
         if k >= n or beaten is not None:
             break
-    import pandas as pd
-
     rows = pd.read_parquet(items_path(scratch, resolved.key))
     if beaten is not None and confidence is not None:
         rec["early_stop"] = {

@@ -103,7 +103,8 @@ class Forecast:
             return [f"cost forecast: no estimate for any of the {len(self.points)} points",
                     *(f"  {m} on {d}: {why}" for (m, d), why in sorted({(p.model, p.device): p.source
                                                                           for p in self.points}.items()))]
-        head = (f"cost forecast: {self.device_seconds / 3600:.3g} {unit} ({_duration(self.device_seconds)}), wall time {_duration(self.wall_seconds)} "
+        head = (f"cost forecast: {self.device_seconds / 3600:.3g} {unit} ({_duration(self.device_seconds)}), "
+                f"wall time {_duration(self.wall_seconds)} "
                 f"at {self.parallelism} job{'s' if self.parallelism != 1 else ''} at a time "
                 f"({len(self.job_seconds)} jobs, {sum(p.items or 0 for p in self.points)} items){missing}")
         out = [head]

@@ -25,6 +25,8 @@ from illada.fidelity import (DEFAULT_CONFIDENCE, DEFAULT_RUNGS, Evidence, check_
                              could_be_on_front, evidence, rung_sizes)
 from illada.search import SearchError, make_sampler, parse_space, suggest
 
+MAX_ASKS = 5  # asks per counted trial at most (a space whose every point is measured ends the search)
+
 #: measure(values, items) -> (the point's key, its evidence on its first ``items`` items; None for 0 items, which
 #: runs nothing); None for an invalid point
 Measure = Callable[[Mapping[str, Any], int], "tuple[str, Evidence] | None"]
@@ -67,7 +69,8 @@ class FidelitySearch:
     sampler: str = "tpe"
     sampler_options: Mapping[str, Any] | None = None
     seed: int | None = 0
-    n_trials: int | None = 60
+    n_trials: int | None = 60  # trials that measure a point not measured before (repeats and invalid points are
+    # answered free and not counted, as a search budgets distinct points; at most MAX_ASKS x this many asks)
     item_budget: int | None = None  # stop once this many items have been evaluated (over this run)
     storage: str | None = None
     study_name: str = "fidelity"
@@ -108,12 +111,14 @@ class FidelitySearch:
         if not study.trials:
             for values in self.enqueue:
                 study.enqueue_trial(dict(values))
-        asked = 0
-        while ((self.n_trials is None or asked < self.n_trials)
+        measured = asks = 0
+        while ((self.n_trials is None or (measured < self.n_trials and asks < MAX_ASKS * self.n_trials))
                and (self.item_budget is None or res.items_spent < self.item_budget)):
             trial = study.ask()
-            asked += 1
+            asks += 1
+            before = len(res.evidence)
             self._trial(study, trial, res)
+            measured += len(res.evidence) > before
         return res
 
     def _trial(self, study: optuna.Study, trial: optuna.Trial, res: FidelityResult) -> None:

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from illada.benchmarks.engine import environment, markdown
 from illada.benchmarks.output import add_report_options, report_path
-from illada.fidelity import DEFAULT_CONFIDENCE, DEFAULT_RUNGS, could_be_on_front, rung_sizes
+from illada.fidelity import (DEFAULT_CONFIDENCE, DEFAULT_RUNGS, MIN_BATCHES, could_be_on_front, partial_latency,
+                             rung_sizes)
 from illada.forecast import job_accounts
 from illada.store import SweepStore
 from sweeps.plot import LATENCY
@@ -109,8 +110,10 @@ class Replay:
         from sweeps.plot import records_frame
 
         self.base, self.space, self.store = base, space, SweepStore(root)
-        self.truth = records_frame(self.store).set_index("key")
         self.combos = grid(parse_space(space))
+        self._keys: dict[tuple, str | None] = {}
+        truth = records_frame(self.store).set_index("key")
+        self.truth = truth[truth.index.isin({self._resolve(v) for v in self.combos})]  # this space's points only
         data = _load_task(base.task, base.split, base.limit, base.seed, base.num_fewshot, base.data_path)
         ids = [data.items[i].id for i in ordered_items(data, base.batch_size)]
         self.n = len(ids)
@@ -119,20 +122,23 @@ class Replay:
             rows = pd.read_parquet(items_path(self.store.records_dir, key)).set_index("id").loc[ids]
             self.outcomes[key] = rows["exact_match"].astype(bool).to_numpy().cumsum()
             self.latency[key] = rows["latency_s"].to_numpy()
-        self._keys: dict[tuple, str | None] = {}
 
-    def key(self, values) -> str | None:
+    def _resolve(self, values) -> str | None:
         from illada.evaluate import resolve
         from illada.search import to_point
 
         marker = tuple(sorted(values.items()))
         if marker not in self._keys:
             try:
-                key = resolve(to_point(self.base, values)).key
+                self._keys[marker] = resolve(to_point(self.base, values)).key
             except (ValueError, OSError):
-                key = None
-            self._keys[marker] = key if key in self.outcomes else None
+                self._keys[marker] = None
         return self._keys[marker]
+
+    def key(self, values) -> str | None:
+        """The point's key when the grid measured it; None for an invalid point."""
+        key = self._resolve(values)
+        return key if key in self.outcomes else None
 
     def evidence(self, key: str, k: int):
         import statistics
@@ -141,7 +147,7 @@ class Replay:
 
         k = min(k, self.n)
         latency = (self.truth.loc[key, LATENCY] if k == self.n  # the record's own p50 (same median)
-                   else statistics.median(self.latency[key][:k]))
+                   else partial_latency(self.latency[key][:k]))
         return evidence(key, int(self.outcomes[key][k - 1]), k, float(latency), self.n)
 
     def measure(self, values, k: int):
@@ -199,13 +205,23 @@ def first_reaching(curve, target: float) -> int | None:
     return next((items for items, hv in curve if hv >= target), None)
 
 
+def search_space(limit: int):
+    """The base point and space of ``+ablation=search`` without the DKV / d2Cache caches and their knobs
+    (312 combinations, 240 valid points: the space ``sweeps.benchmark_search`` measured its search on)."""
+    from sweeps.benchmark_search import frontier_search
+
+    base, sweeper = frontier_search([f"task.limit={limit}"])
+    space = {k: v for k, v in sweeper["space"].items() if k not in ("sampler.current_k", "sampler.cache_steps")}
+    space["sampler.cache"] = {**space["sampler.cache"], "choices": ["none", "prefix", "dual"]}
+    return base, space
+
+
 def search_benchmark(root: Path, seeds: int, max_trials: int, rungs, confidence: float, limit: int) -> str:
     import statistics
 
-    from sweeps.benchmark_search import frontier_search, ground_truth
+    from sweeps.benchmark_search import ground_truth
 
-    base, sweeper = frontier_search([f"task.limit={limit}"])
-    space = sweeper["space"]
+    base, space = search_space(limit)
     ground_truth(root, base, space)
     replay = Replay(root, base, space)
     hv_grid = replay.hv(replay.truth.index)
@@ -232,7 +248,8 @@ def search_benchmark(root: Path, seeds: int, max_trials: int, rungs, confidence:
         f"## Hypervolume vs items: today's search, multi-fidelity search, full grid (`python -m "
         f"sweeps.benchmark_costs search --seeds {seeds} --max-trials {max_trials} --limit {limit}`)",
         environment("cpu"),
-        f"Space: `+ablation=search` ({len(replay.combos)} combinations, {len(replay.truth)} valid points), task "
+        f"Space: `+ablation=search` without the dkv/d2cache caches ({len(replay.combos)} combinations, "
+        f"{len(replay.truth)} valid points), task "
         f"`{base.task}` limit {limit}, batch size {base.batch_size}, on the embedded model. Every point was "
         "evaluated once with per-item outcomes; the searches replay those measurements (a point evaluated on k "
         "items reads its first k items in the fidelity order). (a) today's search (TPE; a new point costs "
@@ -244,10 +261,8 @@ def search_benchmark(root: Path, seeds: int, max_trials: int, rungs, confidence:
 
 
 def early_stop_benchmark(root: Path, seeds: int, confidence: float, limit: int) -> str:
-    from sweeps.benchmark_search import frontier_search
-
-    base, sweeper = frontier_search([f"task.limit={limit}"])
-    replay = Replay(root, base, sweeper["space"])
+    base, space = search_space(limit)
+    replay = Replay(root, base, space)
     keys = list(replay.truth.index)
     full_front = set(pareto_front_keys(replay, keys))
     bs = base.batch_size
@@ -259,7 +274,7 @@ def early_stop_benchmark(root: Path, seeds: int, confidence: float, limit: int) 
         for key in order:
             for k in range(bs, replay.n + bs, bs):
                 ev = replay.evidence(key, k)
-                if not ev.complete and not could_be_on_front(ev, finished):
+                if MIN_BATCHES * bs <= k < replay.n and not could_be_on_front(ev, finished):
                     break
             spent += ev.items
             if ev.complete:
@@ -275,7 +290,8 @@ def early_stop_benchmark(root: Path, seeds: int, confidence: float, limit: int) 
         f"## Grid with and without early stop (`python -m sweeps.benchmark_costs early-stop --seeds {seeds} "
         f"--limit {limit}`)", environment("cpu"),
         f"The same {len(keys)} measured points, run one after another in a random order (one order per seed); "
-        f"with early stop a point is checked after each batch of {bs} items and stops once its upper bound at "
+        f"with early stop a point is checked after each batch of {bs} items (from its batch {MIN_BATCHES} on) and "
+        f"stops once its upper bound at "
         f"{confidence:.0%} is beaten by a finished point's lower bound at a latency no worse (the rule of "
         "`illada.fidelity.could_be_on_front`). Replayed from the per-item records; points running at the same "
         "time (a real cluster) would see fewer finished points and stop later.", markdown(rows)])
@@ -292,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["forecast", "search", "early-stop"])
     parser.add_argument("--seeds", type=int, default=5, help="searches (and grid orders) per method")
-    parser.add_argument("--max-trials", type=int, default=120, help="trials per search")
+    parser.add_argument("--max-trials", type=int, default=60, help="points measured per search")
     parser.add_argument("--limit", type=int, default=200, help="items per point (task.limit)")
     parser.add_argument("--rungs", type=float, nargs="+", default=list(DEFAULT_RUNGS), help="rung fractions")
     parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE, help="promotion confidence")

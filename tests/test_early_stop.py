@@ -38,17 +38,17 @@ def test_a_beaten_point_stops_is_kept_and_can_be_finished(tiny_model, tmp_path, 
 
     run(_base(tiny_model, tmp_path) + ["hydra.sweeper.early_stop=true"])
     rec = store.record(point.key)
-    assert rec["coverage"] == {"items": 8, "of": 32, "order": "seeded batches"} and rec["quality"]["n"] == 8
-    stop = rec["early_stop"]
-    assert stop["items"] == 8 and stop["of"] == 32 and stop["beaten_by"] == perfect and stop["confidence"] == 0.95
+    assert rec["coverage"] == {"items": 16, "of": 32, "order": "seeded batches"} and rec["quality"]["n"] == 16
+    stop = rec["early_stop"]  # judged from its second batch on
+    assert stop["items"] == 16 and stop["of"] == 32 and stop["beaten_by"] == perfect and stop["confidence"] == 0.95
     assert stop["interval"][0] == 0.0 and 0 < stop["interval"][1] < 0.5
-    assert f"upper bound 0.324 at 95% after 8 of 32 items is below the lower bound 0.893 of point {perfect}" \
+    assert f"upper bound 0.194 at 95% after 16 of 32 items is below the lower bound 0.893 of point {perfect}" \
         in stop["reason"]
 
     capsys.readouterr()
     main(["-m", *_base(tiny_model, tmp_path), "--rerun-failed"])
     assert "1 points already have a record; running 0" in capsys.readouterr().out
-    assert store.record(point.key)["early_stop"]["items"] == 8
+    assert store.record(point.key)["early_stop"]["items"] == 16
 
     main(["-m", *_base(tiny_model, tmp_path), "--finish-stopped"])
     assert "--finish-stopped: running 1 early-stopped points to the end" in capsys.readouterr().out
@@ -58,7 +58,7 @@ def test_a_beaten_point_stops_is_kept_and_can_be_finished(tiny_model, tmp_path, 
     direct = json.loads(summary_path(tmp_path / "direct", point.key).read_text())
     for rec in (finished, direct):
         rec.pop("cost"), rec.pop("provenance")
-    assert finished == direct  # the 8 items kept and the 24 run after them make the direct record
+    assert finished == direct  # the 16 items kept and the 16 run after them make the direct record
 
 
 def test_a_point_never_beaten_is_recorded_as_a_direct_evaluation(tiny_model, tmp_path):

@@ -19,7 +19,7 @@ COST_FIELDS = ("cost", "provenance")
 def test_rungs_are_whole_batches_ending_with_every_item():
     assert rung_sizes(1319) == [83, 330, 1319]
     assert rung_sizes(1319, batch_size=16) == [96, 336, 1319]
-    assert rung_sizes(10, (0.01, 0.02, 1.0)) == [1, 10]  # equal sizes merge
+    assert rung_sizes(10, (0.01, 0.02, 1.0)) == [2, 10]  # two batches at least; equal sizes merge
     for bad in ([0.5], [0.5, 0.25, 1], [0, 1], [0.5, 1.5], [], [True, 1]):
         with pytest.raises(ValueError, match="rungs="):
             check_rungs(bad)
@@ -58,11 +58,11 @@ def test_continued_point_has_the_same_record_content_as_a_direct_evaluation(tmp_
 
     loaded = illada.load("default")
     # random remasking: outcomes depend on each batch's random draws, so only the same batches give the same rows
-    point = resolve(Point(task="arithmetic", limit=30, batch_size=8,
+    point = resolve(Point(task="arithmetic", limit=30, batch_size=4,
                           sampler={"steps": 4, "gen_length": 8, "block_length": 8, "remasking": "random", "seed": 0}))
     evaluate(point, tmp_path / "direct", loaded=loaded, progress=False)
     seen = []
-    for k in rung_sizes(30, (0.25, 0.5, 1.0), batch_size=8):
+    for k in rung_sizes(30, (0.25, 0.5, 1.0), batch_size=4):
         rec = evaluate_to(point, tmp_path / "continued", k, loaded=loaded)
         seen.append((rec["quality"]["n"], rec.get("coverage")))
         evaluate_to(point, tmp_path / "continued", k, loaded=loaded)  # nothing left to run: the same record

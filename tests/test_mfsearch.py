@@ -22,10 +22,10 @@ def test_rungs_and_budget_are_checked_and_said():
     with pytest.raises(SearchError, match="search.confidence=1.5"):
         FidelitySearch(SPACE, measure, n_items=64, confidence=1.5)
     search = FidelitySearch(SPACE, measure, n_items=64, batch_size=8, rungs=(0.125, 0.5, 1.0), n_trials=10)
-    assert search.sizes == [8, 32, 64]
+    assert search.sizes == [16, 32, 64]  # two batches at least
     assert search.budget_lines() == [
-        "rungs: 8 items (0.125), 32 items (0.5), 64 items (1); promoted at 95% confidence",
-        "budget: 10 trials cost 80 items (all stopped at the first rung) to 640 items (all measured fully, as a "
+        "rungs: 16 items (0.125), 32 items (0.5), 64 items (1); promoted at 95% confidence",
+        "budget: 10 trials cost 160 items (all stopped at the first rung) to 640 items (all measured fully, as a "
         "search without rungs)"]
 
 
@@ -46,12 +46,12 @@ def test_replayed_search_stops_dominated_points_early():
                                      {"sampler.steps": 2}))
     res = search.run()
     assert res.evidence["steps8"].complete and res.evidence["steps4"].complete
-    assert res.evidence["steps1"].items == 8  # 0.1 on 8 items: its bound is far below steps4's, and slower
+    assert res.evidence["steps1"].items == 16  # 0.1 on 16 items: its bound is far below steps4's, and slower
     assert res.evidence["steps2"].items < 64 or res.evidence["steps2"].complete  # faster: may stay on the front
     assert res.items_spent == sum(e.items for e in res.evidence.values())
     assert {e.key for e in res.front()} == {"steps8", "steps4"} | ({"steps2"} if res.evidence["steps2"].complete
                                                                    else set())
-    assert [t.user_attrs["items"] for t in res.study.trials][:3] == [64, 64, 8]
+    assert [t.user_attrs["items"] for t in res.study.trials][:3] == [64, 64, 16]
 
 
 @pytest.mark.slow
@@ -88,7 +88,7 @@ def test_real_search_continues_points_and_resumes(tmp_path):
     # resumed: the study's trials say what each point was measured on; nothing measured is run again
     again = FidelitySearch(SPACE, measure, n_items=64, batch_size=8, rungs=(0.125, 0.5, 1.0), n_trials=3,
                            storage=storage, seed=0).run()
-    assert len(again.study.trials) == 8
+    assert len(res.evidence) == 5 and len(again.evidence) == 8  # 5 new points, then 3 more: the space's 8
     for key, ev in res.evidence.items():
         assert again.evidence[key].items >= ev.items
     assert again.items_spent == sum(again.evidence[k].items - res.evidence.get(k, Evidence(k, 0, 64, 0, 0, 0, 0)).items
