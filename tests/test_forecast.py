@@ -82,3 +82,12 @@ def test_a_bad_cost_per_item_is_one_line_before_anything_is_written(tiny_model, 
         main(["-m", *_base(tiny_model, tmp_path), "sampler.steps=8,4", "hydra.sweeper.cost_per_item_s=-1"])
     assert str(err.value).startswith("error: hydra.sweeper.cost_per_item_s=-1") and "\n" not in str(err.value)
     assert not (tmp_path / "sweep" / "points").exists()
+
+
+def test_a_search_prints_the_cost_of_its_budget(tiny_model, tmp_path, capsys):
+    main(["-m", "+ablation=search", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 'search'}", "task.limit=4",
+          "hydra.sweeper.n_trials=1", "hydra.sweeper.plot=false", "hydra.sweeper.cost_per_item_s=2"])
+    out = capsys.readouterr().out
+    assert "cost of a search of 1 points, each priced as the base point" in out
+    assert "cost forecast: 0.00222 CPU-hours (job-hours) (8 s), wall time 8 s at 2 jobs at a time (1 jobs, 4 items)" \
+        in out
