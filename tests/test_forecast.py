@@ -91,3 +91,15 @@ def test_a_search_prints_the_cost_of_its_budget(tiny_model, tmp_path, capsys):
     assert "cost of a search of 1 points, each priced as the base point" in out
     assert "cost forecast: 0.00222 CPU-hours (job-hours) (8 s), wall time 8 s at 2 jobs at a time (1 jobs, 4 items)" \
         in out
+
+
+def test_parallelism_of_each_launcher():
+    from types import SimpleNamespace
+
+    from sweeps.costs import parallelism
+
+    slurm = SimpleNamespace(params={"array_parallelism": 16, "nodes": 2, "gpus_per_node": 4})
+    assert parallelism("slurm", slurm) == (16, 8)
+    assert parallelism("slurm", SimpleNamespace(params={"gpus_per_task": 2, "tasks_per_node": 2})) == (256, 4)
+    assert parallelism("local", None, local_jobs=3) == (3, 1)
+    assert parallelism("inprocess", None) == (1, 1)
