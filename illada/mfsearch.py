@@ -139,7 +139,8 @@ class FidelitySearch:
             measured = self.measure(values, size)
             assert measured is not None
             before = ev.items if ev is not None else 0
-            ev = measured[1]
+            got = measured[1]  # bounds at this search's confidence, whatever the measure used
+            ev = evidence(key, round(got.value * got.items), got.items, got.latency, got.of, self.confidence)
             res.evidence[key] = ev
             res.items_spent += ev.items - before
             res.steps.append(Step(trial.number, res.items_spent, ev))
