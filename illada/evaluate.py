@@ -243,20 +243,21 @@ def _model_hash(path: str, name: str) -> str:
 
 
 def evaluate(point: Point | ResolvedPoint, out_dir: str | Path | None = None, loaded: LoadedModel | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, data: TaskData | None = None) -> dict[str, Any]:
     """Run one point and return its summary; with ``out_dir``, also write the record there atomically.
 
     Pass ``loaded`` to reuse a model across points (a sweep job loads its model once). The point runs with
-    its ``settings["threads"]`` torch threads (restored afterwards).
+    its ``settings["threads"]`` torch threads (restored afterwards). ``data`` replaces the point's items (a
+    subset of them: :func:`illada.fidelity.evaluate_to` continues a point on the items it has not run yet).
     """
     resolved = point if isinstance(point, ResolvedPoint) else resolve(point)
     # .get: a point resolved before settings had threads (a pickled job of an older sweep) runs as it did
     with torch_threads(resolved.settings.get("threads")):
-        return _evaluate(resolved, out_dir, loaded, progress)
+        return _evaluate(resolved, out_dir, loaded, progress, data)
 
 
 def _evaluate(resolved: ResolvedPoint, out_dir: str | Path | None, loaded: LoadedModel | None,
-              progress: bool) -> dict[str, Any]:
+              progress: bool, data: TaskData | None = None) -> dict[str, Any]:
     started, host = now(), HostLoad()
     p = resolved.point
     device = torch.device(p.device)
@@ -273,7 +274,7 @@ def _evaluate(resolved: ResolvedPoint, out_dir: str | Path | None, loaded: Loade
 
         run = lambda: run_lm_eval(resolved, loaded)  # noqa: E731
     else:
-        data = _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
+        data = data or _load_task(p.task, p.split, p.limit, p.seed, p.num_fewshot, p.data_path)
         run = lambda: _run_task(resolved, loaded, data, progress)  # noqa: E731
     with peak_memory(device) as peak, wall_time(device) as wall:
         rows, quality, cost = run()
@@ -300,6 +301,11 @@ def _run_task(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, prog
     """Per-item rows, quality and cost of an illada task."""
     run = _run_generation if resolved.kind == GENERATION else _run_scoring
     rows, cost = run(resolved, loaded, data, progress)
+    return rows, quality_of(resolved, rows, data), cost
+
+
+def quality_of(resolved: ResolvedPoint, rows: Sequence[Mapping[str, Any]], data: TaskData) -> dict[str, Any]:
+    """The record's ``quality`` block from an illada task's per-item rows (``data`` says where they came from)."""
     metric = "exact_match" if resolved.kind == GENERATION else "acc"
     est = accuracy(r[metric] for r in rows)
     quality = {"metric": metric, "value": est.value, "ci_low": est.lower, "ci_high": est.upper, "n": est.n,
@@ -308,7 +314,7 @@ def _run_task(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, prog
         for extra in ("acc_norm", "acc_per_token"):
             e = accuracy(r[extra] for r in rows)
             quality[extra] = {"value": e.value, "ci_low": e.lower, "ci_high": e.upper}
-    return rows, quality, cost
+    return quality
 
 
 @functools.lru_cache(maxsize=16)

@@ -30,6 +30,7 @@ import submitit
 import torch
 
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
+from illada.fidelity import evaluate_early_stopped
 from illada.interrupts import reraise_interrupt
 from illada.loading import LoadedModel, check_host, load
 from illada.markers import (DEFAULT_STALE_AFTER_S, Heartbeat, heartbeat_interval, holder, process_identity,
@@ -130,6 +131,7 @@ class PointGroup(submitit.helpers.Checkpointable):
     wait_s: float = 5.0
     log_points: bool | None = None  # class default: a group pickled before this attribute existed unpickles too
     stale_after_s: float = DEFAULT_STALE_AFTER_S  # a marker silent this long is taken over (ours too, by others)
+    early_stop: float | None = None  # confidence of the early-stop rule (illada.fidelity); None: points run whole
 
     def __init__(self, sweep_dir: str | Path, points: Sequence[ResolvedPoint], threads: int | None = None,
                  log_points: bool | None = None, stale_after_s: float | None = None) -> None:
@@ -156,7 +158,9 @@ class PointGroup(submitit.helpers.Checkpointable):
             torch.set_num_threads(self.threads)
         job = job_identity()
         log = job["cluster"] != "inprocess" if self.log_points is None else self.log_points
-        return _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log, stale_after_s=self.stale_after_s)
+        attempt = _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log, stale_after_s=self.stale_after_s)
+        attempt.early_stop = self.early_stop
+        return attempt
 
 
 class _Attempt:
@@ -177,6 +181,7 @@ class _Attempt:
         self.log = log  # one line per point to stdout (the job's log)
         self.on_point: Callable[[], None] | None = None  # called as each point is settled (in-process progress)
         self.started = time.perf_counter()
+        self.early_stop: float | None = None  # see PointGroup.early_stop
         self._say(f"{len(self.points)} points of model {self.points[0].settings['model'] if self.points else '-'}, "
                   f"attempt {job['attempt']}, on {job['host']} (pid {job['pid']})")
 
@@ -292,8 +297,13 @@ class _Attempt:
                 if self.load_error is not None:
                     raise self.load_error
                 account["load_seconds"] += self.loaded.load_seconds
-            summary = evaluate(point, store.records_dir, loaded=self.loaded, progress=False)
-            account["eval_seconds"] += summary["cost"]["eval_seconds"]
+            before = _partial_seconds(store, point.key)
+            if self.early_stop is not None or before is not None:  # batch by batch, or continuing a stopped point
+                summary = evaluate_early_stopped(point, store, self.loaded, self.early_stop)
+                account["eval_seconds"] += summary["cost"]["eval_seconds"] - (before or 0.0)
+            else:
+                summary = evaluate(point, store.records_dir, loaded=self.loaded, progress=False)
+                account["eval_seconds"] += summary["cost"]["eval_seconds"]
             outcome = "done"
         except Exception as exc:  # noqa: BLE001 -- any error of one point must not stop the others
             reraise_interrupt(exc)
@@ -307,6 +317,17 @@ class _Attempt:
         account.update(points=account["points"] + 1, finished_at=now())
         store.write_job(f"{self.job['job_id']}.{self.job['attempt']}", account)
         return outcome
+
+
+def _partial_seconds(store: SweepStore, key: str) -> float | None:
+    """Evaluation seconds already spent on a point reopened in ``partial/`` (None: it has no partial record)."""
+    from illada.fidelity import PARTIAL_DIR
+    from illada.records import CorruptFileError, read_summary, summary_path
+
+    try:
+        return float(read_summary(summary_path(store.root / PARTIAL_DIR, key))["cost"]["eval_seconds"])
+    except (FileNotFoundError, CorruptFileError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _load(point: ResolvedPoint) -> tuple[LoadedModel | None, Exception | None]:

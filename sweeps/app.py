@@ -36,7 +36,8 @@ from sweeps.expand import CONF_DIR, Plan, SweepError, culprit, register_ablation
 
 FLAGS = {"--rerun-failed": "hydra.sweeper.rerun_failed=true", "--dry-run": "hydra.sweeper.dry_run=true",
          "--no-wait": "hydra.sweeper.wait=false", "--no-plot": "hydra.sweeper.plot=false",
-         "--verbose": "hydra.sweeper.verbose=true"}
+         "--verbose": "hydra.sweeper.verbose=true", "--early-stop": "hydra.sweeper.early_stop=true",
+         "--finish-stopped": "hydra.sweeper.finish_stopped=true"}
 
 
 def evaluate_point(cfg: DictConfig) -> dict[str, Any]:

@@ -62,6 +62,12 @@ class GridSweeperConf:
     max_in_flight: Optional[int] = None
     stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
     fail_on: str = "all"  # exit status 1 when all points of the plan failed; any: when any did; never: always 0
+    # seconds one item takes (overrides the estimate from earlier records in the cost forecast); null: estimated
+    cost_per_item_s: Optional[float] = None
+    # stop a point, after any batch of items, once a finished point's lower bound of quality beats its upper bound
+    # (at this confidence) at a latency no worse; recorded with its items, interval and reason. false: off
+    early_stop: Any = False  # false | true (95%) | a confidence level such as 0.9
+    finish_stopped: bool = False  # run early-stopped points to the end (their items are kept)
 
 
 class GridSweeper(IlladaSweeper):
@@ -71,6 +77,7 @@ class GridSweeper(IlladaSweeper):
         super().__init__(**conf)
         self.counts: dict[str, float] = {}  # what the last run's jobs did (in process: also their wall seconds)
         self.status = None  # the plan's StoreStatus once a run has waited for its jobs
+        self.last_forecast = None  # the cost forecast the last run printed (illada.forecast.Forecast)
 
     def sweep(self, arguments: list[str]) -> Any:
         """Hydra's entry: the sweep, then a non-zero exit with one line when its points failed as
@@ -162,9 +169,47 @@ class GridSweeper(IlladaSweeper):
                  f"{counts[FAILED]} failed)"))
         lines = [f"{p.resolved.key}  {states[p.resolved.key]:8s} {' '.join(p.overrides)}" for p in plan.points]
         print(f"points (key, state, overrides):{shown(lines, c['verbose'])}")
+        self.forecast([p.resolved for p in todo], store)
         if todo and self.cluster == "slurm":
             print(self.check_submission(self._array_tasks(todo)))
         print("dry run: nothing was run or written")
+
+    def forecast(self, points: list, store, groups: list | None = None, in_flight: int | None = None):
+        """Print the cost forecast of running ``points`` (grouped into jobs as a real run groups them)."""
+        from illada.runner import group_points
+        from sweeps.costs import check_cost_per_item, parallelism, print_forecast
+        from sweeps.sweeper import local_job_cap
+
+        c = self.conf
+        if groups is None:
+            per_job = c["points_per_job"]
+            if points and self.cluster == "local":
+                in_flight = c.get("max_in_flight") or local_job_cap(self.config_threads())[0]
+                per_job = points_per_job_for(points, per_job, in_flight)
+            groups = group_points(points, per_job)
+        slots, gpus = parallelism(self.cluster, self.launcher, in_flight)
+        self.last_forecast = print_forecast(groups, store, slots, gpus, check_cost_per_item(c.get("cost_per_item_s")))
+        return self.last_forecast
+
+    def early_stop_confidence(self) -> float | None:
+        """``hydra.sweeper.early_stop`` as a confidence level (None: off); a one-line error for a bad value."""
+        from illada.fidelity import DEFAULT_CONFIDENCE, check_confidence
+
+        value = self.conf.get("early_stop", False)
+        if value is False or value is None:
+            return None
+        if value is True:
+            return DEFAULT_CONFIDENCE
+        try:
+            return check_confidence(value, "hydra.sweeper.early_stop")
+        except ValueError as e:
+            raise SweepError(f"{e} (or true: 95%, false: off)") from None
+
+    def config_threads(self):
+        """The sweep's ``threads`` (torch threads per job) from its config, None when not set."""
+        from omegaconf import OmegaConf
+
+        return OmegaConf.select(self.config, "threads", default=None)
 
     def _array_tasks(self, points: list[PlannedPoint]) -> int:
         """Tasks of the first job array these points would be submitted as (for ``sbatch --test-only``)."""
@@ -184,6 +229,10 @@ class GridSweeper(IlladaSweeper):
             raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
         self.check_launcher("the illada_grid sweeper")
         self.check_settings()
+        from sweeps.costs import check_cost_per_item
+
+        check_cost_per_item(c.get("cost_per_item_s"))
+        self.early_stop_confidence()
 
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:
@@ -209,6 +258,11 @@ class GridSweeper(IlladaSweeper):
         for p in plan.points:
             store.plan(p.resolved.key, p.resolved.settings, p.overrides, fixed=plan.fixed)
         store.set_current_plan(keys)  # status and analysis count these points; other records become superseded
+        if c.get("finish_stopped"):
+            from illada.fidelity import reopen_stopped
+
+            reopened = reopen_stopped(store, keys)
+            print(f"--finish-stopped: running {len(reopened)} early-stopped points to the end (their items kept)")
         triage = store.triage(keys, rerun_failed=c["rerun_failed"])
         _report_triage(store, triage, c["rerun_failed"])
         todo = set(triage.todo)
@@ -220,8 +274,11 @@ class GridSweeper(IlladaSweeper):
             per_job = points_per_job_for(points, per_job, in_flight)
         groups = [PointGroup(store.root, g, threads=threads, stale_after_s=c["stale_after_s"])
                   for g in group_points(points, per_job)]
+        for g in groups:
+            g.early_stop = self.early_stop_confidence()
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
+        self.forecast(points, store, groups=[g.points for g in groups], in_flight=in_flight)
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
               f"({self.cluster}) into {store.root}{more}")
         if groups and self.in_process:

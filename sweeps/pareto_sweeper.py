@@ -66,6 +66,7 @@ class ParetoSweeperConf:
     poll_s: float = 1.0
     plot: bool = True  # write SWEEP_DIR/pareto.png when the search ends
     stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
+    cost_per_item_s: Optional[float] = None  # the cost forecast's seconds per item (null: from earlier records)
 
 
 class _Returned:
@@ -180,12 +181,13 @@ class ParetoSweeper(IlladaSweeper):
         from illada.loading import DeviceUnavailableError
 
         try:
-            self.validate(base)  # a bad model, task, dtype or device stops here, before any trial
+            resolved = self.validate(base)  # a bad model, task, dtype or device stops here, before any trial
         except (ValueError, OSError, DeviceUnavailableError) as e:
             raise SweepError(f"the base config is invalid: {e}") from None
 
         conf = dict(self.conf)
         conf.pop("plot", None)
+        cost_per_item_s = conf.pop("cost_per_item_s", None)
         if self.cluster == "local":
             conf["max_in_flight"] = self.local_jobs(base.get("threads"))
         elif conf.get("max_in_flight") is None:
@@ -204,12 +206,27 @@ class ParetoSweeper(IlladaSweeper):
         search = ParetoSearch(sweep_dir=root, point_of=point_of, log=log.info, **conf)
         self._check_space(search, fixed)
         search.check_space()  # a space without a valid point: refused before the journal is created
+        self._forecast(resolved, root, conf, cost_per_item_s)
         search.launch = self._job_starter(fixed)  # only now: the submitit executor makes its log folder
         self.save_multirun(root)
         res = search.run()
         self._write_results(search, res, root)
         self.report_end(start)
         return res
+
+    def _forecast(self, resolved, root: Path, conf: dict[str, Any], cost_per_item_s: Any) -> None:
+        """The search's cost forecast: its budget of points (``n_evaluations``, else ``n_trials``), each one job
+        priced as the base point, ``max_in_flight`` at a time."""
+        from illada.store import SweepStore
+        from sweeps.costs import check_cost_per_item, parallelism, print_forecast
+
+        budget = conf.get("n_evaluations") or conf.get("n_trials")
+        if not budget:
+            return
+        _, gpus = parallelism(self.cluster, self.launcher, conf["max_in_flight"])
+        print(f"cost of a search of {budget} points, each priced as the base point (a trial's settings vary):")
+        print_forecast([[resolved]] * budget, SweepStore(root), conf["max_in_flight"], gpus,
+                       check_cost_per_item(cost_per_item_s))
 
     def _check_space(self, search, fixed: Sequence[str]) -> None:
         """Every parameter of the space must be an override Hydra accepts: compose each value (the choices, or

@@ -120,8 +120,13 @@ def stable_subsample(ids: Sequence[str], limit: int | None, seed: int) -> list[i
     on every run and machine, and a smaller subsample is contained in a larger one with the same seed."""
     if limit is None or limit >= len(ids):
         return list(range(len(ids)))
-    ranked = sorted(range(len(ids)), key=lambda i: _hash_key(seed, ids[i]))
-    return sorted(ranked[:limit])
+    return sorted(seeded_order(ids, seed)[:limit])
+
+
+def seeded_order(ids: Sequence[str], seed: int) -> list[int]:
+    """Indices of ``ids`` in the seeded order behind :func:`stable_subsample`: its first k are the k items a
+    ``limit`` of k keeps, so nested subsets are prefixes of one fixed order."""
+    return sorted(range(len(ids)), key=lambda i: _hash_key(seed, ids[i]))
 
 
 def _check_int(name: str, value, minimum: int | None, allow_none: bool = False) -> None:
