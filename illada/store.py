@@ -311,6 +311,11 @@ class SweepStore:
         """done / failed (its record says so), corrupt (its record is unreadable), running (a marker), missing."""
         return self._state_of(key, recorded=True, marked=True, unreadable=[])
 
+    def states(self, keys: Iterable[str]) -> dict[str, str]:
+        """:meth:`state` of many keys; ``records/`` and ``running/`` are listed once, not probed per key."""
+        recorded, marked = _keys(self.records_dir), _keys(self.running_dir)
+        return {key: self._state_of(key, key in recorded, key in marked, []) for key in keys}
+
     def status(self) -> SweepStatus:
         """Count the current plan's points by state (see :class:`SweepStatus`); never fails on a damaged file."""
         st = SweepStatus()
