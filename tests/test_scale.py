@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
 import pytest
 from hydra import compose
 
@@ -48,3 +49,60 @@ def test_sampler_validation_memo_keeps_types_apart():
     assert resolve(Point(sampler={**base.sampler, "debias": True})).settings["sampler"]["debias"] is True
     with pytest.raises(ValueError, match="debias=1: must be true or false"):
         resolve(Point(sampler={**base.sampler, "debias": 1}))
+
+
+# ------------------------------------------------------------------------------------ the records' summary
+def _write(path, data) -> None:
+    import json
+
+    path.write_text(json.dumps(data))
+
+
+def test_summary_follows_the_records_and_is_never_trusted_when_damaged(tmp_path):
+    import os
+
+    from illada.summary import summarise, summary_path
+
+    records = tmp_path / "records"
+    records.mkdir()
+    for i in range(3):
+        _write(records / f"k{i}.json", {"key": f"k{i}", "status": "ok"})
+    first = summarise(tmp_path, "records")
+    assert first.read == 3 and summary_path(tmp_path, "records").is_file()
+    assert summarise(tmp_path, "records").read == 0  # up to date: no record read again
+
+    _write(records / "k3.json", {"key": "k3", "status": "ok"})  # a record lands
+    _write(records / "k0.json", {"key": "k0", "status": "failed", "error": {"type": "OOM"}})  # rewritten
+    os.utime(records / "k0.json", ns=(1, 1))
+    (records / "k1.json").unlink()  # set aside
+    (records / "k2.json").write_text('{"key": "k2", "sta')  # cut short by a crash
+    s = summarise(tmp_path, "records")
+    assert s.read == 2 and s.statuses == {"k0.json": "failed", "k3.json": "ok"}
+    assert [e.path.name for e in s.unreadable] == ["k2.json"]
+    assert [e.path.name for e in summarise(tmp_path, "records").unreadable] == ["k2.json"]  # reported again
+
+    summary_path(tmp_path, "records").write_bytes(b"PAR1 not parquet")  # a damaged summary: rebuilt
+    again = summarise(tmp_path, "records")
+    assert again.read == 2 and again.statuses == s.statuses and again.objects()["k0.json"]["error"] == {"type": "OOM"}
+
+
+def test_status_and_load_of_a_large_sweep_match_reading_every_record(tmp_path, monkeypatch):
+    import analysis.load as load
+    import illada.store as store
+    from analysis.synthetic import write_generation_records
+    from illada.store import SweepStore
+
+    root = write_generation_records(tmp_path / "sweep", n_points=230, failures=5)
+    (root / "records" / f"{SweepStore(root).planned()[0]}.json").write_text("{")  # one damaged record
+    with pytest.warns(UserWarning, match="1 unreadable files"):
+        fast_status, fast = SweepStore(root).status(), load.load_sweep(root, cache=False)
+    assert (root / "summary" / "records.parquet").is_file() and (root / "summary" / "points.parquet").is_file()
+    monkeypatch.setattr(store, "SUMMARY_MIN_RECORDS", 10**9)
+    monkeypatch.setattr(load, "SUMMARY_MIN_RECORDS", 10**9)
+    with pytest.warns(UserWarning, match="1 unreadable files"):
+        slow_status, slow = SweepStore(root).status(), load.load_sweep(root, cache=False)
+    assert fast_status.line() == slow_status.line() and len(fast_status.corrupt) == 1
+    assert [str(e.path) for e in fast_status.unreadable] == [str(e.path) for e in slow_status.unreadable]
+    for part in ("points", "failures", "superseded", "unreadable"):
+        pd.testing.assert_frame_equal(getattr(fast, part), getattr(slow, part))
+    assert len(fast.points) == 229 and len(fast.failures) == 5

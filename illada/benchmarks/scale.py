@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,6 +81,44 @@ def dry_run(points: int, source: Path | None, tmp: Path) -> tuple[int, Run]:
     run = timed([sys.executable, "-m", "sweeps.app", "-m", *overrides, f"sweep_dir={tmp / 'dry'}", "--dry-run"],
                 source, tmp)
     return n, run
+
+
+# ---------------------------------------------------------------------------------------------- records
+LOAD = ("from analysis.load import load_sweeps; import sys; s = load_sweeps(sys.argv[1], cache=False); "
+        "print(len(s.points), 'points,', len(s.failures), 'failures,', len(s.unreadable), 'unreadable')")
+
+
+WRITE = ("from analysis.synthetic import write_generation_records; import sys; "
+         "write_generation_records(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
+
+
+def records_section(sizes: list[int], checkouts: list[tuple[str, Path | None]], tmp: Path) -> list[str]:
+    """``illada-status`` (twice: the first run of this checkout builds the records' summary) and
+    ``load_sweeps`` without the analysis cache on synthetic sweeps of each size; the report's section."""
+    rows: dict[str, list[tuple[str, int, Run | None]]] = {}
+    for size in sizes:
+        root = tmp / f"records-{size}"
+        # in a child: a forked child's peak memory counts its parent's, so this process stays small
+        timed([sys.executable, "-c", WRITE, str(root), str(size - size // 50), str(size // 50)], None, Path.cwd())
+        for who, source in reversed(checkouts):  # the other checkout first: it never sees a summary
+            for what, command in (("illada-status, first", [sys.executable, "-m", "illada.store", str(root)]),
+                                  ("illada-status, again", [sys.executable, "-m", "illada.store", str(root)]),
+                                  ("load_sweeps(cache=False)", [sys.executable, "-c", LOAD, str(root)])):
+                run = timed(command, source, tmp)
+                print(f"{what}, {who}, {size} records: {run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU, "
+                      f"{run.peak_mb:.0f} MB ({run.last_line})", flush=True)
+                rows.setdefault(what, []).append((who, size, run))
+        shutil.rmtree(root)
+    out = ["## `illada-status` and `analysis.load_sweeps` on N records",
+           "Synthetic generation records in the real schema (`analysis.synthetic.write_generation_records`, 2% "
+           "failures), a plan file per point and a current plan. This checkout's first `illada-status` builds "
+           "the records' columnar summary (`SWEEP/summary/records.parquet`), the second finds it up to date; "
+           "`load_sweeps` then reads records and plans from their summaries (the analysis cache is off). "
+           "Target: under 10 s and 400 MB at 50,000 records."]
+    for what, got in rows.items():
+        got.sort(key=lambda row: (row[0] != "this checkout", row[1]))
+        out += [f"### {what}", table(got, unit="record")]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- search
@@ -197,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", default="200,500,1000", help="search sizes: proposals per search")
     parser.add_argument("--source-max-trials", type=int, default=500,
                         help="measure the other checkout's search controller only up to this many trials")
-    parser.add_argument("--only", choices=["dry-run", "search"], help="one part of the benchmark")
+    parser.add_argument("--only", choices=["dry-run", "records", "search"], help="one part of the benchmark")
     parser.add_argument("--search-worker", nargs=3, metavar=("KIND", "TRIALS", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.search_worker:  # a child process of this benchmark (possibly another checkout's illada)
@@ -229,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "dry-run"):
             sections += dry_run_section(sizes, checkouts, args.source_max, Path(tmp))
+        if args.only in (None, "records"):
+            sections += records_section(sizes, checkouts, Path(tmp))
         if args.only in (None, "search"):
             sections += search_section(trials, checkouts, args.source_max_trials, Path(tmp))
     write_report(out, "\n\n".join(sections) + "\n")
