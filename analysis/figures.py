@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.pareto import LATENCY, MAX, MIN, pareto_mask
 from analysis.tables import category_label
@@ -84,26 +84,68 @@ def scaled(values: pd.Series, column: str) -> pd.Series:
     return values.astype(float) * AXES.get(column, (column, 1.0))[1]
 
 
+#: a figure's latency axis is in the first unit whose numbers stay short: ms below 10 s, s below 10 min, then min
+LATENCY_UNITS = (("ms", 1e3, 10.0), ("s", 1.0, 600.0), ("min", 1 / 60, float("inf")))
+
+
+def figure_axis(column: str, data: pd.DataFrame) -> tuple[str, pd.Series]:
+    """A figure axis of ``column`` over ``data``: its label and values, a latency in the unit its largest value
+    calls for (:data:`LATENCY_UNITS`; tables keep ms); other columns as :func:`axis_label` and :func:`scaled`."""
+    label = axis_label(column, data)
+    if column not in ("latency_p50_s", "latency_p95_s"):
+        return label, scaled(data[column], column)
+    seconds = data[column].astype(float)
+    top = seconds.abs().max() if len(seconds) else 0.0
+    unit, factor = next((u, f) for u, f, below in LATENCY_UNITS if not top >= below)
+    return label.replace("(ms)", f"({unit})"), seconds * factor
+
+
+def _readable_ticks(axis) -> None:
+    """At most ~5 plain-number major ticks on a linear axis (long latencies must not run together)."""
+    axis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
 # ------------------------------------------------------------------------------- encodings shared by all figures
 #: decoding families and their colour-blind-safe base colours (seaborn's "colorblind" palette)
 _FAMILIES = {"fixed": 0, "threshold": 1, "factor": 2, "confidence": 4, "likelihood": 5, "ar_order": 7}
-#: a KV cache keeps its family's hue: lighter for the prefix cache, darker for the dual cache
-_CACHE_SHADE = {"": 0.0, "prefix": 0.45, "dual": -0.4}
+#: a KV cache keeps its family's hue, each cache mode its own shade (> 0 lighter, < 0 darker): a front point's
+#: cache can be told from its colour
+_CACHE_SHADE = {"": 0.0, "prefix": 0.45, "dual": -0.4, "dkv": 0.25, "dkv greedy": -0.2, "dllm": 0.65,
+                "d2cache": -0.6}
+#: how each cache mode (``sampler.cache``, ``dkv greedy`` for dKV-Cache-Greedy) is named in figures: its paper's name
+CACHE_NAMES = {"prefix": "prefix cache", "dual": "dual cache", "dkv": "dKV-Cache", "dkv greedy": "dKV-Cache-Greedy",
+               "dllm": "dLLM-Cache", "d2cache": "d2Cache"}
+
+
+def decoding_parts(decoding: str) -> tuple[str, str]:
+    """``threshold+dual cache`` (the frame's ``decoding`` column) -> ``("threshold", "dual")``: the rule and the
+    cache mode (``""`` without a cache)."""
+    family, _, cache = str(decoding).partition("+")
+    return family.strip(), cache.strip().removesuffix(" cache").strip()
+
+
+def cache_name(mode: str) -> str:
+    """A cache mode as figures name it: ``d2cache`` -> ``d2Cache``, ``dual`` -> ``dual cache``."""
+    return CACHE_NAMES.get(mode, f"{mode} cache")
 
 
 def decoding_label(decoding: str) -> str:
-    """``threshold+dual cache`` (the frame's ``decoding`` column) -> ``threshold + dual cache``."""
-    return " + ".join(part.strip() for part in str(decoding).split("+"))
+    """``threshold+dual cache`` -> ``threshold + dual cache``, ``fixed+d2cache cache`` -> ``fixed + d2Cache``."""
+    family, cache = decoding_parts(decoding)
+    return f"{family} + {cache_name(cache)}" if cache else family
 
 
 def decoding_colour(decoding: str) -> tuple[float, float, float]:
     """One colour per decoding method, the same in every figure: hue = rule (fixed / threshold / factor, or a
-    multiple-choice scorer), shade = KV cache (lighter: prefix, darker: dual)."""
-    family, _, cache = decoding_label(decoding).partition(" + ")
+    multiple-choice scorer), shade = KV cache mode (:data:`_CACHE_SHADE`). Takes the frame's ``decoding`` or its
+    :func:`decoding_label`."""
+    family, cache = decoding_parts(decoding)
+    cache = next((mode for mode, name in CACHE_NAMES.items() if name == cache), cache)  # a label's cache name
     base = sns.color_palette("colorblind", 10)
     colour = np.array(base[_FAMILIES[family]] if family in _FAMILIES
                       else base[(3, 6, 8, 9)[sum(map(ord, family)) % 4]])  # stable for a name
-    shade = _CACHE_SHADE.get(cache.removesuffix(" cache").strip(), 0.0)
+    shade = _CACHE_SHADE.get(cache, 0.0)
     colour = colour + (1 - colour) * shade if shade > 0 else colour * (1 + shade)
     return tuple(float(c) for c in colour)
 
@@ -149,8 +191,8 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
     block_varies = varies("sampler.block_length", rules)
 
     def label(row: pd.Series) -> str:
-        decoding = decoding_label(row.get("decoding", "fixed"))
-        family, _, cache = decoding.partition(" + ")
+        family, mode = decoding_parts(row.get("decoding", "fixed"))
+        cache = cache_name(mode) if mode else ""
         parts = [family]
         if family == "fixed":
             steps, block = category_label(row.get("sampler.steps")), category_label(row.get("sampler.block_length"))
@@ -171,8 +213,8 @@ def point_labels(df: pd.DataFrame) -> pd.Series:
             name = column.split(".", 1)[-1]
             text = str(value).replace("_", " ") if name == "remasking" else category_label(value)
             parts.append(SETTING_LABELS.get(name, name.replace("_", " ") + " {}").format(text))
-        knob = CACHE_KNOB.get(cache.removesuffix(" cache"))
-        if knob and varies(f"sampler.{knob}"):  # "+ dkv cache (cache steps 4)"
+        knob = CACHE_KNOB.get(mode)
+        if knob and varies(f"sampler.{knob}"):  # "+ dKV-Cache (cache steps 4)"
             cache += f" ({knob.replace('_', ' ')} {category_label(row.get(f'sampler.{knob}'))})"
         return ", ".join(parts) + (f" + {cache}" if cache else "")
 
@@ -249,9 +291,10 @@ def frontier_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy",
                              margin_titles=row is not None, despine=False)
         for (i, j, _), panel in grid.facet_data():
             ax = grid.facet_axis(i, j)
-            _draw_frontier(ax, panel, y, directions, log_x, name_front=single)
             # every panel has its own scales (and its task its metric), so every panel names them
-            ax.set_xlabel(axis_label(x, panel) if len(panel) else "")
+            x_label, panel_x = figure_axis(x, panel) if len(panel) else ("", panel["_x"])
+            _draw_frontier(ax, panel.assign(_x=panel_x), y, directions, log_x, name_front=single)
+            ax.set_xlabel(x_label)
             ax.set_ylabel(axis_label(y, panel) if len(panel) else "")
         grid.set_titles(col_template="{col_name}", row_template="{row_name}", template="{col_name}")
         handles = _legend_handles(data)
@@ -322,8 +365,23 @@ def _draw_frontier(ax: plt.Axes, panel: pd.DataFrame, y: str, directions: tuple[
     if log_x if log_x is not None else (len(xs) and xs.max() / xs.min() > 5):
         ax.set_xscale("log")
         _plain_log_axis(ax.xaxis)
+    else:
+        _readable_ticks(ax.xaxis)
+    _front_to_the_edge(ax, front, directions[0])
     if name_front:
         _name_front(ax, front, directions)
+
+
+def _front_to_the_edge(ax: plt.Axes, front: pd.DataFrame, x_direction: str) -> None:
+    """Carry the staircase on from its costliest point to the edge of the axes (the region it still dominates),
+    so a front of one point is a line too; the axis keeps a margin, so its end points stay inside."""
+    ax.margins(x=0.06)
+    ax.autoscale_view()
+    lo, hi = ax.get_xlim()
+    end = front.iloc[-1] if x_direction == MIN else front.iloc[0]
+    edge = hi if x_direction == MIN else lo
+    ax.plot([end["_x"], edge], [end["_y"], end["_y"]], color="black", lw=1.2, zorder=4, scalex=False, scaley=False)
+    ax.set_xlim(lo, hi)
 
 
 def _name_front(ax: plt.Axes, front: pd.DataFrame, directions: tuple[str, str]) -> None:
@@ -381,6 +439,8 @@ def sweeps_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy", sweep: 
     with paper_style():
         fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, 3.8 * n_rows), squeeze=False)
         for ax, (keys, panel) in zip(axes.flat, panels):
+            x_label, panel_x = figure_axis(x, panel)
+            panel = panel.assign(_x=panel_x)
             for i, name in enumerate(names):
                 points = panel[panel[sweep] == name]
                 if points.empty:
@@ -394,12 +454,14 @@ def sweeps_plot(df: pd.DataFrame, x: str = LATENCY, y: str = "accuracy", sweep: 
                            linewidths=0.6, zorder=3)
             keys = keys if isinstance(keys, tuple) else (keys,)
             ax.set_title(" · ".join(map(str, keys)))
-            ax.set_xlabel(axis_label(x, panel))
+            ax.set_xlabel(x_label)
             ax.set_ylabel(axis_label(y, panel))
             xs = panel["_x"][panel["_x"] > 0]
             if len(xs) and xs.max() / xs.min() > 5:
                 ax.set_xscale("log")
                 _plain_log_axis(ax.xaxis)
+            else:
+                _readable_ticks(ax.xaxis)
         for ax in axes.flat[len(panels):]:
             fig.delaxes(ax)
         if title:
@@ -437,6 +499,7 @@ def heatmap_plot(df: pd.DataFrame, value: str = "accuracy", index: str = "sample
     cmap = cmap or ("viridis" if value == "accuracy" else "rocket_r")
     n_cols = data[col].nunique()
     n_rows = -(-len(panels) // n_cols)
+    empty = False  # a cell without a point: explained below the panels
     with paper_style():
         fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.6 * n_cols + 0.8, 3.0 * n_rows + 0.3), squeeze=False)
         for ax, (keys, panel) in zip(axes.flat, panels):
@@ -447,6 +510,9 @@ def heatmap_plot(df: pd.DataFrame, value: str = "accuracy", index: str = "sample
             sns.heatmap(table, ax=ax, cmap=["0.92"] if constant else cmap, vmin=vmin, vmax=vmax, annot=True,
                         fmt=".1f", cbar=False, linewidths=0.5, linecolor="white",
                         annot_kws={"fontsize": 9, **({"color": "black"} if constant else {})})
+            for r, c in zip(*np.nonzero(table.isna().to_numpy())):  # a blank cell would read as a drawing fault
+                ax.text(c + 0.5, r + 0.5, "×", ha="center", va="center", color="0.45", fontsize=11)
+                empty = True
             keys = keys if isinstance(keys, tuple) else (keys,)
             ax.set(xlabel=axis_label(columns), ylabel=axis_label(index), title=" · ".join(map(str, keys)))
             ax.invert_yaxis()  # more steps upwards, as on a y axis
@@ -454,6 +520,9 @@ def heatmap_plot(df: pd.DataFrame, value: str = "accuracy", index: str = "sample
         for ax in axes.flat[len(panels):]:
             ax.set_axis_off()
         fig.tight_layout()
+        if empty:
+            fig.text(0.5, 0.0, "× no result: the setting is invalid (steps not a multiple of the number of blocks) "
+                     "or its point failed", ha="center", va="top", fontsize="small", color="0.3")
         if constant:
             fig.suptitle(f"every cell: {axis_label(value, data)} = {vmin:.1f}", y=1.02, fontsize="medium")
         else:

@@ -27,6 +27,7 @@ from analysis.load import Sweeps, load_sweeps
 from analysis.pareto import MIN, best_under_budget
 from analysis.replicates import MAX_HALF_WIDTH, MIN_ITEMS, pool_replicates
 from analysis.tables import category_label, markdown_table
+from illada.atomic import os_error_text, unwritable_reason
 
 
 # ------------------------------------------------------------------------------------------------ the document
@@ -295,6 +296,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [str(d) for d in args.sweep_dirs if not d.is_dir()]
     if missing:
         raise SystemExit(f"error: not a directory: {', '.join(missing)}")
+    out = args.out or args.sweep_dirs[0] / "report"
+    reason = unwritable_reason(out)
+    if reason is not None:  # before the sweeps are loaded and drawn
+        raise SystemExit(f"error: --out={out}: cannot write the report there: {reason}; give another --out DIR")
     with warnings.catch_warnings():  # unreadable files: said once below, in words, not as a Python warning
         warnings.simplefilter("ignore")
         sweeps = load_sweeps(args.sweep_dirs, cache=False if args.no_cache else "auto")
@@ -303,8 +308,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"error: --latency {args.latency!r} is not a cost column of these points; "
                          f"valid columns: {', '.join(valid)}")
     names = list(dict.fromkeys(sweeps.points["sweep"])) if "sweep" in sweeps.points else None
-    md = write_report(sweeps, args.out or args.sweep_dirs[0] / "report", x=args.latency, budget=args.budget,
-                      order=names)
+    try:
+        md = write_report(sweeps, out, x=args.latency, budget=args.budget, order=names)
+    except OSError as e:  # a disk that fills up while writing
+        raise SystemExit(f"error: --out={out}: {os_error_text(e)}") from None
     extra = f", {len(sweeps.superseded)} superseded records left out" if len(sweeps.superseded) else ""
     print(f"{len(sweeps.points)} points, {len(sweeps.failures)} failures{extra} -> {md} and {md.with_suffix('.html')}")
     busy = sweeps.points.get("provenance.oversubscribed", pd.Series(dtype=bool)).fillna(False).astype(bool)

@@ -90,3 +90,14 @@ def atomic_write_text(target: str | Path, text: str) -> None:
     """Write ``text`` to ``target`` atomically."""
     with atomic_target(target) as tmp:
         tmp.write_text(text)
+
+
+def os_error_text(error: OSError) -> str:
+    """``FILE: errno text [ECODE]`` for a filesystem error, naming the file being written rather than its
+    temporary name (the file is left out when the system call did not say, as for ``write``)."""
+    name = error.filename2 or error.filename
+    where = ""
+    if name is not None:
+        where = f"{written_file(os.fsdecode(name))}: "
+    code = errno.errorcode.get(error.errno or 0)
+    return f"{where}{error.strerror or error}" + (f" [{code}]" if code else "")

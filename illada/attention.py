@@ -105,15 +105,23 @@ def flash_attn_available() -> bool:
     return True
 
 
-def get_backend(name: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AttentionFn:
-    """The attention function called ``name``; errors say why a backend cannot run here."""
+def check_backend_settings(name: str, device: torch.device | str | None = None,
+                           dtype: torch.dtype | None = None) -> None:
+    """Refuse a backend that cannot run with these settings on any host: an unknown name, ``flash_attn`` off
+    CUDA or in float32 (what this host has installed is :func:`get_backend`'s to check)."""
     if name not in BACKENDS:
         raise ValueError(f"attention backend {name!r} is unknown; choose one of {sorted(BACKENDS)}")
     if name == "flash_attn":
-        if not flash_attn_available():
-            raise ValueError("attention backend 'flash_attn' needs CUDA and the flash-attn package (pip install 'illada[gpu]')")
         if device is not None and torch.device(device).type != "cuda":
             raise ValueError(f"attention backend 'flash_attn' runs on CUDA only, model device is {device}")
         if dtype is not None and dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"attention backend 'flash_attn' needs float16/bfloat16, model dtype is {dtype}")
+
+
+def get_backend(name: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> AttentionFn:
+    """The attention function called ``name``; errors say why a backend cannot run here."""
+    check_backend_settings(name)
+    if name == "flash_attn" and not flash_attn_available():
+        raise ValueError("attention backend 'flash_attn' needs CUDA and the flash-attn package (pip install 'illada[gpu]')")
+    check_backend_settings(name, device, dtype)
     return BACKENDS[name]

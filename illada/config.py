@@ -296,7 +296,7 @@ class ModelConfig:
         return self.vocab_size * self.dim + self.n_layers * per_layer + self.dim + head
 
 
-# Real 8B shapes (../shared/reference/dllm.md section 1); used with random weights to measure latency.
+# Real 8B shapes (the checkpoints' config.json files); used with random weights to measure latency.
 PRESETS: dict[str, ModelConfig] = {
     "llada-8b": ModelConfig(
         vocab_size=126464, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_dim=12288,

@@ -40,16 +40,18 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
-from illada.atomic import unwritable_reason, written_file
+from illada.atomic import os_error_text, unwritable_reason  # os_error_text: also imported from here by the sweeps
+from illada.attention import check_backend_settings
 from illada.loading import DeviceUnavailableError, LoadedModel, describe, load, parse_dtype, resolve_model
 from illada.metrics import accuracy, gen_outcome, mc_outcome, outcomes_frame
 from illada.records import (SCHEMA_VERSION, directory_hash, items_path, now, provenance, safely, settings_key,
                             summary_path, write_record)
 from illada.sampling import SamplerSettings, generate
+from illada.sampling.loop import check_cache_logits
 from illada.scoring import SCORERS, ScoringSettings, check_scorer_settings
 from illada.tasks import GENERATION, TASKS, MCItem, TaskData, get_task
 from illada.timing import HostLoad, peak_memory, torch_threads, wall_time
@@ -98,11 +100,14 @@ class ResolvedPoint:
         return settings_key(self.settings)
 
 
-def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: int | None = None) -> ResolvedPoint:
-    """Validate every setting of ``point`` without loading weights; errors name the field and its value."""
+def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: int | None = None,
+            logits_shift: bool | None = None) -> ResolvedPoint:
+    """Validate every setting of ``point`` without loading weights; errors name the field and its value.
+    ``special_ids``, ``max_seq_len`` and ``logits_shift`` (a :class:`ModelLimits`) spare reading the model's
+    files again; what only the job's host can tell (its GPU, flash-attn) is :func:`~illada.loading.check_host`'s."""
     model = resolve_model(point.model)
-    if special_ids is None or max_seq_len is None:
-        special_ids, max_seq_len = model_limits(model)
+    if special_ids is None or max_seq_len is None or logits_shift is None:
+        special_ids, max_seq_len, logits_shift = model_limits(model)
     if is_lm_eval(point.task):
         # lm-eval owns its splits and data; num_fewshot None = the task's own default
         for name in ("split", "data_path"):
@@ -124,11 +129,15 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         threads = torch.get_num_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads={point.threads!r}: must be a positive integer (torch threads) or None")
-    parse_dtype(point.dtype)
+    dtype = parse_dtype(point.dtype)
     try:
         torch.device(point.device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"device={point.device!r}: not a torch device ({str(e).splitlines()[0]})") from None
+    try:
+        check_backend_settings(point.attn_backend, point.device, dtype)
+    except ValueError as e:
+        raise ValueError(f"attn_backend={point.attn_backend!r}: {e}") from None
     settings: dict[str, Any] = {
         "model": model, "model_hash": _model_hash(model, point.model) if Path(model).is_dir() else None,
         "task": task_name, "split": split, "limit": point.limit, "seed": point.seed,
@@ -146,6 +155,7 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
             raise ValueError(f"scorer={dict(point.scorer)!r}: task {task_name!r} is a generation task; use sampler")
         sampler = sampler_settings(point.sampler, special_ids, max_seq_len)
         sampler.check_batch(point.batch_size)
+        check_cache_logits(sampler.cache, logits_shift, field="sampler.cache")
         settings.update(method="generate", sampler=_flat_fields(sampler))
         return ResolvedPoint(point, kind, sampler, None, None, settings)
     if point.sampler:
@@ -222,8 +232,16 @@ def _reject_unknown(group: str, values: Mapping[str, Any], known: set[str]) -> N
         raise ValueError(f"{group}.{unknown[0]}={values[unknown[0]]!r}: unknown {group} setting; known: {sorted(known)}")
 
 
-def model_limits(model: str) -> tuple[SpecialIds, int]:
-    """Special ids and maximum length of a resolved model (config and tokenizer files, no weights).
+class ModelLimits(NamedTuple):
+    """What validating a point needs to know of its model (read from its config and tokenizer files)."""
+
+    special_ids: SpecialIds
+    max_seq_len: int
+    logits_shift: bool  # a shifted head (Dream): no KV cache
+
+
+def model_limits(model: str) -> ModelLimits:
+    """Special ids, maximum length and logit shift of a resolved model (config and tokenizer files, no weights).
 
     Errors start with ``model=...`` (the point's field, so a sweep can name the override) and keep the name of
     the file at fault."""
@@ -231,7 +249,7 @@ def model_limits(model: str) -> tuple[SpecialIds, int]:
         cfg, _, ids = describe(model)
     except (ValueError, OSError) as e:  # ConfigError, TokenizerError, a missing or unreadable file
         raise ValueError(f"model={model!r}: {e}") from e
-    return ids, cfg.max_seq_len
+    return ModelLimits(ids, cfg.max_seq_len, cfg.logits_shift)
 
 
 _HASHES: dict[str, str] = {}
@@ -504,17 +522,6 @@ def _run_scoring(resolved: ResolvedPoint, loaded: LoadedModel, data: TaskData, s
 # What a point can fail with that is not a bug of illada: bad or damaged files (ConfigError and CheckpointError
 # are ValueErrors), a full or read-only disk, a device that is not there, broken weights, too little memory.
 EXPECTED_FAILURES = (ValueError, OSError, DeviceUnavailableError, NonFiniteLogitsError, torch.cuda.OutOfMemoryError)
-
-
-def os_error_text(error: OSError) -> str:
-    """``FILE: errno text [ECODE]`` for a filesystem error, naming the file being written rather than its
-    temporary name (the file is left out when the system call did not say, as for ``write``)."""
-    name = error.filename2 or error.filename
-    where = ""
-    if name is not None:
-        where = f"{written_file(os.fsdecode(name))}: "
-    code = errno.errorcode.get(error.errno or 0)
-    return f"{where}{error.strerror or error}" + (f" [{code}]" if code else "")
 
 
 def _one_line(e: BaseException) -> str:

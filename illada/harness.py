@@ -36,7 +36,7 @@ Requests:
   ``--apply_chat_template`` the checkpoint's chat template renders the prompt (and no BOS is added on top).
 
 Cost (NFE, tokens per forward, tokens/s, latency, as in illada's records) accumulates in :attr:`IlladaLM.cost`;
-``illada-lm-eval --output_path DIR`` writes it as ``DIR/illada_cost.json`` beside lm-eval's results.
+``illada-lm-eval --output_path DIR`` writes it as ``illada_cost_DATE.json`` beside lm-eval's ``results_DATE.json``.
 
 lm-eval's response cache (``--use_cache PATH``) keys responses by the request alone, not by ``model_args``, so a
 cache shared by two sampler settings would return one setting's generations for the other. The model refuses a
@@ -46,6 +46,7 @@ cache whose path does not contain its settings key (:attr:`IlladaLM.key`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -64,7 +65,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the offline task configs ne
 from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.registry import register_model  # noqa: E402
 
-from illada.atomic import atomic_write_text  # noqa: E402
+from illada.atomic import atomic_write_text, unwritable_reason  # noqa: E402
 from illada.evaluate import _ForwardMonitor, encode_pair, sampler_settings, scorer_settings  # noqa: E402
 from illada.loading import DeviceUnavailableError, LoadedModel, load, resolve_model  # noqa: E402
 from illada.records import settings_key  # noqa: E402
@@ -128,7 +129,31 @@ def offline_tasks_dir(directory: str | Path | None = None) -> Path:
                           f"custom_dataset: !function illada_offline.{task}\n")
         loaders.append(f"{task} = partial(offline_dataset, {task!r})")
     atomic_write_text(directory / "illada_offline.py", "\n".join(loaders) + "\n")
+    _quiet_offline_notices(directory)
     return directory
+
+
+class _OfflineTaskNotices(logging.Filter):
+    """Drops the warnings lm-eval gives about what the offline task configs do by design: that each replaces
+    the hub task of its name (and re-declares its tags), and that a ``custom_dataset`` could take ``--metadata``
+    kwargs (illada's loaders take none). Every other warning passes."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = str(directory)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Task '%s' from %s overrides existing task from %s" and len(record.args or ()) == 3:
+            replacing = record.args[1]  # type: ignore[index]
+            return not (replacing is None or str(replacing).startswith(self.directory))
+        return "Custom kwargs can be passed to `--metadata`" not in str(record.msg)
+
+
+def _quiet_offline_notices(directory: Path) -> None:
+    for name in ("lm_eval.tasks._index", "lm_eval.api.task"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OfflineTaskNotices) for f in logger.filters):
+            logger.addFilter(_OfflineTaskNotices(directory))
 
 
 def task_manager(**kwargs: Any):
@@ -341,15 +366,35 @@ def cut_at(text: str, until: Sequence[str]) -> str:
 
 # ------------------------------------------------------------------------------------------------- command
 def main(argv: Sequence[str] | None = None) -> None:
-    """``illada-lm-eval``: lm-eval's command line with the ``illada`` model and the offline tasks; with
-    ``--output_path DIR`` the cost of the illada model is written to ``DIR/illada_cost.json``."""
-    from lm_eval.__main__ import cli_evaluate
+    """``illada-lm-eval``: lm-eval's command line (parsed by lm-eval's own parser) with the ``illada`` model and
+    the offline tasks. ``--output_path`` is checked to be writable before anything is evaluated; beside each
+    results file lm-eval writes (``results_DATE.json``) the cost of the illada model goes to
+    ``illada_cost_DATE.json`` (``NAME_DATE.json`` -> ``NAME_illada_cost_DATE.json``)."""
+    import lm_eval.evaluator as lm_evaluator
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
+    from lm_eval.utils import setup_logging
 
     args = list(sys.argv[1:] if argv is None else argv)
     running = not args or args[0] not in ("ls", "validate")
-    if running and "--device" not in args:  # lm-eval's default is cuda:0 even on a machine without one
-        args += ["--device", "cuda" if torch.cuda.is_available() else "cpu"]
+    if running and not any(a == "--device" or a.startswith("--device=") for a in args):
+        args += ["--device", "cuda" if torch.cuda.is_available() else "cpu"]  # lm-eval's default: cuda:0
+    saved = sys.argv
+    sys.argv = ["lm_eval", *args]
+    try:
+        setup_logging()
+        parser = HarnessCLI()
+        parsed = parser.parse_args()  # inserts `run` as lm-eval does when no subcommand is given
+    finally:
+        sys.argv = saved
+    output = getattr(parsed, "output_path", None)
+    if output:
+        target = Path(output)
+        reason = unwritable_reason(target.parent if target.suffix == ".json" else target)
+        if reason is not None:
+            raise SystemExit(f"error: --output_path={output}: cannot write the results there: {reason}; "
+                             "nothing was evaluated")
     extra = str(offline_tasks_dir())
     tm_init = TaskManager.__init__
 
@@ -357,7 +402,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         paths = include_path if isinstance(include_path, (list, tuple)) else [include_path] if include_path else []
         tm_init(self, *a, include_path=[extra, *paths], **k)
 
-    TaskManager.__init__ = with_offline_tasks  # type: ignore[method-assign]
     made: list[IlladaLM] = []
     original = IlladaLM.__init__
 
@@ -365,22 +409,50 @@ def main(argv: Sequence[str] | None = None) -> None:
         original(self, *a, **k)
         made.append(self)
 
+    save_results = EvaluationTracker.save_results_aggregated
+
+    def save_with_cost(self, results, samples=None):
+        save_results(self, results, samples)
+        if made and self.output_path and getattr(self, "date_id", None):
+            atomic_write_text(cost_path(self), json.dumps(made[-1].cost_summary(), indent=2, default=str))
+
+    git_hash = lm_evaluator.get_git_commit_hash
+    TaskManager.__init__ = with_offline_tasks  # type: ignore[method-assign]
     IlladaLM.__init__ = remember  # type: ignore[method-assign]
-    saved = sys.argv
-    sys.argv = ["lm_eval", *args]
+    EvaluationTracker.save_results_aggregated = save_with_cost  # type: ignore[method-assign]
+    lm_evaluator.get_git_commit_hash = _quiet_git_hash
     try:
-        cli_evaluate()
+        parser.execute(parsed)
     except (ValueError, OSError, DeviceUnavailableError) as e:  # illada's checks (model_args, use_cache, device)
         raise SystemExit(f"error: {' '.join(str(e).split())}") from None
     finally:
-        sys.argv = saved
         IlladaLM.__init__ = original  # type: ignore[method-assign]
         TaskManager.__init__ = tm_init  # type: ignore[method-assign]
-    if "--output_path" in args and made:
-        out = Path(args[args.index("--output_path") + 1])
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "illada_cost.json", json.dumps(made[-1].cost_summary(), indent=2, default=str))
+        EvaluationTracker.save_results_aggregated = save_results  # type: ignore[method-assign]
+        lm_evaluator.get_git_commit_hash = git_hash
 
+
+def _quiet_git_hash() -> str | None:
+    """lm-eval's ``git_hash`` of the working directory, without git's "fatal: not a git repository" line on
+    stderr when it is none (lm-eval then falls back to reading ``.git`` itself, as here)."""
+    import subprocess
+
+    from lm_eval.loggers.utils import get_commit_from_path
+
+    try:
+        return subprocess.check_output(["git", "describe", "--always"], stderr=subprocess.DEVNULL).strip().decode()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return get_commit_from_path(os.getcwd())
+
+
+def cost_path(tracker) -> Path:
+    """Where the cost of a run goes: beside the results file the tracker has just written, named as it is
+    (``DIR/MODEL/results_DATE.json`` -> ``illada_cost_DATE.json``, ``NAME.json`` -> ``NAME_illada_cost_DATE.json``),
+    so a second run into the same folder keeps the first one's."""
+    path = Path(tracker.output_path)
+    if path.suffix == ".json":
+        return path.with_name(f"{path.stem}_illada_cost_{tracker.date_id}.json")
+    return path / str(tracker.general_config_tracker.model_name_sanitized) / f"illada_cost_{tracker.date_id}.json"
 
 
 # ------------------------------------------------------------------------------------------------- sweep points

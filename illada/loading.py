@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from illada.attention import get_backend
 from illada.checkpoint import load_weights
 from illada.config import PRESETS, ModelConfig, preset
 from illada.model import Transformer
@@ -67,6 +68,20 @@ def check_device(device: str | torch.device) -> None:
                                          f"host {socket.gethostname()}{build})")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceUnavailableError(f"device={str(device)!r}: MPS is not available on host {socket.gethostname()}")
+
+
+def check_host(device: str | torch.device, attn_backend: str = "sdpa", dtype: str | torch.dtype | None = None) -> None:
+    """Raise :class:`DeviceUnavailableError` naming the setting unless this host can run a point with these
+    settings: its device exists here (:func:`check_device`) and its attention backend's package and device
+    are here (flash-attn). What a point's settings alone decide is :func:`illada.evaluate.resolve`'s.
+
+    Checked where the point runs, before any weight is read: in the sweep driver for in-process points, once
+    per job (and setting) on a job's node."""
+    check_device(device)
+    try:
+        get_backend(attn_backend, device, parse_dtype(dtype))
+    except ValueError as e:
+        raise DeviceUnavailableError(f"attn_backend={attn_backend!r}: {e} (host {socket.gethostname()})") from None
 
 
 EMBEDDED_DEFAULT = Path(__file__).parent / "embedded" / "default"

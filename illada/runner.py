@@ -9,7 +9,9 @@ Before evaluating a point a job *claims* it: it creates the point's running mark
 (:meth:`SweepStore.claim`, atomic between processes and hosts). A point whose marker belongs to another job
 that is still alive (two drivers of one sweep, a restarted driver while its old array still runs) is left to
 that job: after its own points the group waits for the point's record and counts it, or takes the point over
-once its holder is gone. Each point is thus evaluated once however many jobs list it.
+once its holder is gone, saying every few seconds what it waits for. While a job evaluates a point it refreshes
+the point's marker (a heartbeat, :mod:`illada.markers`); a marker silent for longer than ``stale_after_s`` is
+taken over. Each point is thus evaluated once however many jobs list it, and none waits for ever.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import functools
 import itertools
 import os
 import socket
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -28,8 +31,10 @@ import torch
 
 from illada.evaluate import ResolvedPoint, evaluate, failure_summary
 from illada.interrupts import reraise_interrupt
-from illada.loading import LoadedModel, load
-from illada.progress import store_progress
+from illada.loading import LoadedModel, check_host, load
+from illada.markers import (DEFAULT_STALE_AFTER_S, Heartbeat, heartbeat_interval, holder, process_identity,
+                            stale_bound)
+from illada.progress import pause_bars, store_progress
 from illada.records import now
 from illada.slurm import slurm_queue
 from illada.store import SweepStore
@@ -80,9 +85,9 @@ MINE, RECORDED, HELD = "mine", "recorded", "held"
 
 def holder_gone(store: SweepStore, key: str, marker: Mapping[str, Any],
                 queue: Callable[[], set[str] | None] = slurm_queue) -> bool:
-    """True when the job that wrote the point's running ``marker`` is gone: on this host its process has
-    exited (or the marker is unreadable); on another host its Slurm job has left the queue. A holder that
-    cannot be checked (another host, not a Slurm job, or squeue not answering) counts as alive. ``queue``
+    """True when the job that wrote the point's running ``marker`` is gone: the marker is stale
+    (:meth:`SweepStore.is_stale`: unreadable, its process exited or replaced on this host, or no heartbeat
+    within its bound, whatever the host), or on another host its Slurm job has left the queue. ``queue``
     answers squeue; a caller checking many markers at once passes one snapshot (``functools.cache``) so that
     squeue is asked once, not once per point."""
     if store.is_stale(key):
@@ -124,9 +129,10 @@ class PointGroup(submitit.helpers.Checkpointable):
 
     wait_s: float = 5.0
     log_points: bool | None = None  # class default: a group pickled before this attribute existed unpickles too
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a marker silent this long is taken over (ours too, by others)
 
     def __init__(self, sweep_dir: str | Path, points: Sequence[ResolvedPoint], threads: int | None = None,
-                 log_points: bool | None = None) -> None:
+                 log_points: bool | None = None, stale_after_s: float | None = None) -> None:
         keys = {model_key(p) for p in points}
         if len(keys) > 1:
             raise ValueError(f"a PointGroup shares one model; got {sorted(keys)}")
@@ -134,6 +140,8 @@ class PointGroup(submitit.helpers.Checkpointable):
         self.points = list(points)
         self.threads = threads
         self.log_points = log_points
+        if stale_after_s is not None:
+            self.stale_after_s = float(stale_after_s)
 
     def __call__(self) -> dict[str, int]:
         attempt = self.start()
@@ -148,21 +156,23 @@ class PointGroup(submitit.helpers.Checkpointable):
             torch.set_num_threads(self.threads)
         job = job_identity()
         log = job["cluster"] != "inprocess" if self.log_points is None else self.log_points
-        return _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log)
+        return _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log, stale_after_s=self.stale_after_s)
 
 
 class _Attempt:
     """One run of a group: its store, identity, accounting and (lazily) loaded model."""
 
     def __init__(self, store: SweepStore, job: dict[str, Any], points: Sequence[ResolvedPoint],
-                 log: bool = False) -> None:
+                 log: bool = False, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.store, self.job, self.points = store, job, list(points)
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.held: list[ResolvedPoint] = []  # points a live other job evaluates
-        self.marker = {k: job[k] for k in ("host", "pid", "job_id", "cluster", "attempt", "log_path")}
+        self.marker = {**{k: job[k] for k in ("host", "pid", "job_id", "cluster", "attempt", "log_path")},
+                       **process_identity(), "stale_after_s": stale_after_s}
         self.account = {**job, "started_at": now(), "load_seconds": 0.0, "eval_seconds": 0.0, "points": 0}
         self.loaded: LoadedModel | None = None
         self.load_error: Exception | None = None
+        self.host_errors: dict[tuple, Exception | None] = {}  # (device, attn_backend, dtype) -> what the host lacks
         self.error = ""  # the last failure, for the job's log
         self.log = log  # one line per point to stdout (the job's log)
         self.on_point: Callable[[], None] | None = None  # called as each point is settled (in-process progress)
@@ -188,7 +198,9 @@ class _Attempt:
     def _run(self, point: ResolvedPoint) -> None:
         """Evaluate a point this job holds, count it and say how it went and how long it took."""
         started, loading = time.perf_counter(), self.account["load_seconds"]
-        outcome = self.evaluate(point)
+        path = self.store.running_dir / f"{point.key}.json"
+        with Heartbeat(path, heartbeat_interval(self.marker["stale_after_s"])):  # proves this job alive meanwhile
+            outcome = self.evaluate(point)
         loaded = self.account["load_seconds"] - loading
         note = f" in {time.perf_counter() - started:.1f} s" + (f" (model load {loaded:.1f} s)" if loaded else "")
         self._settled(point, outcome, note + (f": {self.error}" if outcome == "failed" else ""))
@@ -232,13 +244,47 @@ class _Attempt:
             if self.held:
                 if self.on_point is not None:  # the display's periodic line is due while waiting, too
                     self.on_point()
+                self._say_waiting()
                 time.sleep(wait_s)
+
+    def _say_waiting(self) -> None:
+        """One line: the held point closest to being taken over (the oldest sign of life), its holder and the
+        age of that sign; how many others are held. In a job's log, or on stderr in process."""
+        seen = [(point, self.store.running(point.key) or {}, self.store.liveness(point.key)) for point in self.held]
+        point, marker, verdict = max(seen, key=lambda s: -1.0 if s[2].age_s is None else s[2].age_s)
+        overrides = " ".join(self.store.plan_of(point.key).get("overrides") or [])
+        age = "unknown" if verdict.age_s is None else f"{verdict.age_s:.0f} s ago"
+        more = f"; and {len(seen) - 1} more points other jobs hold" if len(seen) > 1 else ""
+        line = (f"waiting for {point.key}" + (f" [{overrides}]" if overrides else "") + f": held by {holder(marker)}, "
+                f"last sign of life {age} (taken over after {stale_bound(marker):g} s without one){more}")
+        if self.log:
+            self._say(line)
+        else:
+            with pause_bars():
+                print(line, file=sys.stderr, flush=True)
+
+    def check_host(self, point: ResolvedPoint) -> None:
+        """Raise what this host lacks for ``point`` (its device, its attention backend's package), checked once
+        per job and setting and before the model loads: a job without its GPU fails its points in seconds, each
+        record naming the cause, and a point this host cannot run does not make the others' model load fail."""
+        p = point.point
+        setting = (p.device, p.attn_backend, p.dtype)
+        if setting not in self.host_errors:
+            try:
+                check_host(*setting)
+                self.host_errors[setting] = None
+            except Exception as exc:  # noqa: BLE001 -- becomes the failure record of each point it concerns
+                reraise_interrupt(exc)
+                self.host_errors[setting] = exc
+        if self.host_errors[setting] is not None:
+            raise self.host_errors[setting]
 
     def evaluate(self, point: ResolvedPoint) -> str:
         """Evaluate a point this job holds; "done" or "failed" (then with its failure record)."""
         store, account = self.store, self.account
         started = now()
         try:
+            self.check_host(point)
             if self.load_error is not None:  # every point of the group needs the model: fail them all alike
                 raise self.load_error
             if self.loaded is None:  # lazily: a requeued job with nothing left loads nothing

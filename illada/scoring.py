@@ -1,4 +1,4 @@
-"""Multiple-choice scoring of masked-diffusion LMs (../shared/reference/dllm.md section 3).
+"""Multiple-choice scoring of masked-diffusion LMs (LLaDA's Monte-Carlo likelihood, iLLaDA's confidence scoring).
 
 Three scorers share one signature, ``scorer(model, pairs, settings) -> Tensor[N]`` (float64, higher = better),
 over (context ids, continuation ids) pairs:

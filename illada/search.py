@@ -71,6 +71,7 @@ KIND_TYPES = ("int", "float", "categorical")
 #: proposals asked of the sampler for one trial before an unevaluated grid point is taken instead (TPE asked
 #: again on an unchanged study mostly proposes the same point again: the grid is what steers it away)
 MAX_PROPOSALS = 4
+SPACE_PROBES = 64  # random draws that must hold a valid point before a continuous space is searched
 #: the largest discrete grid enumerated for unevaluated points (each combination is composed and resolved)
 MAX_GRID = 4096
 #: the sampler of a trial whose values were chosen already (it is never asked for one: every value is fixed)
@@ -511,6 +512,7 @@ class ParetoSearch:
     rerun_failed: bool = False  # run a point again when its record is a failure (once per run)
     poll_s: float = 1.0
     threads: int | None = None
+    stale_after_s: float | None = None  # a running marker with no heartbeat this long is taken over (None: default)
     point_of: PointOf | None = None
     launch: Launch | None = None
     log: Callable[[str], None] | None = print
@@ -532,8 +534,7 @@ class ParetoSearch:
         if self.threads is not None and self.base is not None:  # a point runs at its own threads (in its key)
             self.base = replace(self.base, threads=self.threads)
         make_sampler(self.sampler, self.seed, self.n_startup_trials, self.sampler_options)  # named errors now
-        self.store = SweepStore(self.sweep_dir)
-        self.store.root.mkdir(parents=True, exist_ok=True)
+        self.store = SweepStore(self.sweep_dir)  # its directory is made by study(): a refused search writes nothing
         self._rerun: set[str] = set()
         self._points: dict[tuple, tuple[ResolvedPoint, list[str]] | Exception] = {}  # memo of _resolve
         self._evaluated: dict[str, int] = {}  # point key -> the first trial of the study that evaluated it
@@ -549,6 +550,7 @@ class ParetoSearch:
 
     def study(self) -> optuna.Study:
         """Create or load the study (a torn journal is repaired first)."""
+        self.store.root.mkdir(parents=True, exist_ok=True)
         journal = journal_path(self.store.root, self.storage)
         if journal is not None and (done := repair_journal(journal)):
             self._log(done)
@@ -643,8 +645,42 @@ class ParetoSearch:
         return (resolved, overrides) if resolved.key == ft.user_attrs.get("key") else None
 
     # ------------------------------------------------------------------------------------------ run
+    def check_space(self) -> None:
+        """Refuse a space without a valid point before the study (its journal) is created or anything runs.
+
+        A discrete space of at most :data:`MAX_GRID` points is checked whole, stopping at its first valid
+        point; a continuous or larger one by :data:`SPACE_PROBES` random draws (seeded), one of which must be
+        valid. (Otherwise the search asked trial after invalid trial and ended with nothing evaluated.)"""
+        candidates = small_grid(self.params, MAX_GRID)
+        how = f"all {len(candidates or [])} points of the space are"
+        if candidates is None:
+            probe = _scratch_study([optuna.study.StudyDirection.MINIMIZE], optuna.samplers.RandomSampler(self.seed))
+            candidates = []
+            for _ in range(SPACE_PROBES):
+                trial = probe.ask()
+                candidates.append(suggest(trial, self.params))
+                probe.tell(trial, state=TrialState.FAIL)
+            how = f"{SPACE_PROBES} random draws of the space (continuous or over {MAX_GRID} points) were all"
+        first: tuple[Mapping[str, Any], Exception] | None = None
+        for values in candidates:
+            try:
+                self._resolve(values)
+                return
+            except SearchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- an invalid combination: try the next one
+                reraise_interrupt(exc)
+                first = first or (values, exc)
+        if first is not None:
+            values, exc = first
+            given = " ".join(f"{k}={v}" for k, v in values.items()) or "the base config"
+            reason = " ".join(str(exc).split())[:300]
+            raise SearchError(f"search space (hydra.sweeper.space): {how} invalid, e.g. [{given}]: "
+                              f"{type(exc).__name__}: {reason}; nothing was run or written")
+
     def run(self) -> SearchResult:
         start = time.perf_counter()
+        self.check_space()
         study = self.study()
         self._probe = None  # copied afresh from this study
         res = SearchResult(study)
@@ -841,7 +877,8 @@ class ParetoSearch:
         try:
             if self.launch is not None:
                 return self.launch(trial, resolved, overrides)
-            return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads))
+            return executor.submit(PointGroup(self.store.root, [resolved], threads=self.threads,
+                                              stale_after_s=self.stale_after_s))
         except Exception as exc:  # noqa: BLE001 -- submission refused: the caller goes on
             reraise_interrupt(exc)
             self.store.write_failure(failure_summary(resolved, exc))

@@ -8,7 +8,8 @@ other; files get the usual ``0o666`` minus the umask, so teammates can read a sw
     points/{key}.json      every point ever planned: settings + the overrides that made it
     records/{key}.json     the point's record (illada.records): status "ok" or "failed" (+ cause, log path)
     records/{key}.items.parquet
-    running/{key}.json     marker while a job evaluates the point (host, job id, pid, start time)
+    running/{key}.json     marker while a job evaluates the point (host, job id, pid + process start, start
+                           time); its mtime is the holder's heartbeat (illada.markers)
     jobs/{job}.json        one file per job attempt: host, GPUs, load and evaluation seconds (GPU-hours)
     archive/               failure records set aside when their points are run again (``rerun_failed``), and
                            unreadable records (``*.json.corrupt``) set aside when their points are run again
@@ -30,7 +31,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from illada.atomic import atomic_write_text, create_temp
+from illada.markers import Liveness, age_of, holder, liveness
 from illada.records import CorruptFileError, items_path, now, read_json, read_summary, summary_path, write_record
 
 DONE, FAILED, RUNNING, MISSING, CORRUPT = "done", "failed", "running", "missing", "corrupt"
@@ -297,10 +298,15 @@ class SweepStore:
         except CorruptFileError as e:
             return {"key": key, "corrupt": e.reason}
 
+    def liveness(self, key: str) -> Liveness:
+        """Whether the holder of the point's running marker is alive (:func:`illada.markers.liveness`: its
+        heartbeat, the marker file's mtime, is within the marker's bound and its process is not proven gone)."""
+        return liveness(self.running(key) or {}, age_of(self.running_dir / f"{key}.json"))
+
     def is_stale(self, key: str) -> bool:
-        """True when the point's running marker is unreadable, or was left by a process of this host that no
-        longer exists."""
-        return _is_stale(self.running(key) or {})
+        """True when the point's running marker is unreadable, its holder is proven gone, or it has shown no
+        sign of life for longer than its bound (:meth:`liveness`)."""
+        return not self.liveness(key).alive
 
     def write_job(self, job_id: str, info: dict[str, Any]) -> None:
         """Job accounting, rewritten whole after each point so a killed job still leaves its last total."""
@@ -384,22 +390,6 @@ def _recorded_statuses(root: Path, recorded: set[str]) -> dict[str, str]:
     return {name[:-5]: status for name, status in statuses.items() if status is not None}
 
 
-def _is_stale(marker: dict[str, Any]) -> bool:
-    """An unreadable marker, or one left by a process of this host that no longer exists (other hosts cannot
-    be checked)."""
-    if marker.get("corrupt"):
-        return True
-    if marker.get("host") != socket.gethostname() or not marker.get("pid"):
-        return False
-    try:
-        os.kill(int(marker["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _what_happens(store: SweepStore, path: Path) -> str:
     """What a damaged file of the store means for the sweep, in a user's words."""
     folder = path.parent
@@ -456,8 +446,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="the sweep's directory (e.g. runs/sweeps/frontier)")
     parser.add_argument("--failed", action="store_true", help="also list each failed point's cause and log")
     parser.add_argument("--running", action="store_true",
-                        help="also list each running point: key, overrides, job id and host (stale: its process "
-                             "is gone)")
+                        help="also list each running point: key, overrides, its holder (job id, host, pid), the "
+                             "age of its last heartbeat, and alive or stale (stale: its holder is gone or silent "
+                             "for longer than its bound; the next run takes it over)")
     parser.add_argument("--missing", action="store_true",
                         help="also list each point of the current plan with no record and no live job: key and "
                              "overrides (the next illada-sweep with the same command runs them)")
@@ -482,14 +473,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"failure records of superseded points (no longer in the plan; --rerun-failed leaves them):")
             _print_failures(store, superseded)
     if args.running:
-        live = [k for k in st.running if k not in st.stale]
-        print(f"running ({len(live)}):")
-        _print_running(store, live)
+        print(f"running ({len(st.running) - len(st.stale)} alive, {len(st.stale)} stale):")
+        _print_running(store, st.running)
     if args.missing:
         print(f"missing ({len(st.missing) + len(st.stale)}):")
         for key in st.missing:
             print(f"  {key}: {_overrides(store, key)}")
-        _print_running(store, st.stale, note="stale marker: its job is gone")
+        _print_running(store, st.stale, note="the next run takes the point over")
 
 
 def _overrides(store: SweepStore, key: str) -> str:
@@ -499,10 +489,12 @@ def _overrides(store: SweepStore, key: str) -> str:
 
 
 def _print_running(store: SweepStore, keys: list[str], note: str = "") -> None:
+    """One line per marked point: key, overrides, holder, start, and alive/stale with its last sign of life."""
     for key in keys:
         marker = store.running(key) or {}
-        where = (f"job {marker.get('job_id', '?')} on {marker.get('host', '?')}"
-                 + (f", since {marker['started_at']}" if marker.get("started_at") else ""))
+        verdict = store.liveness(key)
+        where = (holder(marker) + (f", since {marker['started_at']}" if marker.get("started_at") else "")
+                 + f"; {verdict.word}: {verdict.why}")
         print(f"  {key}: {_overrides(store, key)}  ({where}{'; ' + note if note else ''})")
 
 

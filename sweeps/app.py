@@ -20,14 +20,16 @@ timestamped directory of its own, prints the command with its ``sweep_dir=``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import hydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from sweeps.expand import CONF_DIR, Plan, SweepError, culprit, register_ablations
@@ -62,7 +64,9 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(f"error: the point is invalid, caused by {blame!r}: {message}; nothing was run") from None
     store = SweepStore(Path(str(cfg.sweep_dir)).resolve())
     try:
-        PointGroup(store.root, [resolved], threads=cfg.get("threads"))()
+        # the sweeper's bound on a silent marker (illada_grid, illada_pareto); Hydra's basic sweeper has none
+        stale_after_s = OmegaConf.select(HydraConfig.get(), "sweeper.stale_after_s", default=None)
+        PointGroup(store.root, [resolved], threads=cfg.get("threads"), stale_after_s=stale_after_s)()
     except KeyboardInterrupt:
         if not one_point:
             raise
@@ -78,12 +82,28 @@ def evaluate_point(cfg: DictConfig) -> dict[str, Any]:
         raise RuntimeError(failed)
     from sweeps.plot import throughput_items_per_s
 
+    from illada.records import summary_path
+
     cost = rec["cost"]
     out = {"key": resolved.key, "status": rec["status"], "accuracy": rec["quality"]["value"],
            "latency_p50_s": cost.get("latency_p50_s"), "throughput_items_per_s": throughput_items_per_s(cost),
            "nfe_per_sample": cost["nfe_per_sample"]}
-    print(out)
+    print(point_line(rec, summary_path(store.records_dir, resolved.key)))
     return out
+
+
+def point_line(rec: dict[str, Any], path) -> str:
+    """One finished point in words, rounded as the front table rounds it, with where its record is."""
+    from sweeps.plot import throughput_items_per_s
+
+    q, cost = rec["quality"], rec["cost"]
+    latency = cost.get("latency_p50_s")
+    throughput = throughput_items_per_s(cost)
+    return (f"point {rec['key']}: {q['metric']} {100 * q['value']:.1f} % (95% CI {100 * q['ci_low']:.1f}-"
+            f"{100 * q['ci_high']:.1f}, n={q['n']}), latency p50 "
+            + ("-" if latency is None else f"{1e3 * latency:.1f} ms")
+            + (f", {throughput:.2f} items/s" if throughput is not None else "")
+            + f", {cost['nfe_per_sample']:.1f} forwards per sample; record {path}")
 
 
 register_ablations()  # `+ablation=NAME` selects ablations/NAME.yaml
@@ -97,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = [FLAGS.get(a, a) for a in (sys.argv[1:] if argv is None else argv)]
     # `-m` anywhere, as users write it (Hydra's argparse takes overrides only as one run of arguments)
     args = sorted(args, key=lambda a: a not in ("-m", "--multirun"))
+    shows = [a for a in args if a in ("--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")]
+    if shows and args and args[0] in ("-m", "--multirun"):  # Hydra refuses the pair with a traceback
+        raise SystemExit(f"error: {shows[0]} shows one job's config, -m runs a sweep: drop -m and give one value "
+                         "per setting to see a point's config (--cfg job), or add --dry-run to -m to list the "
+                         "sweep's points")
     saved = sys.argv
     sys.argv = [saved[0] if saved else "illada-sweep", *args]  # hydra.main reads its command line from sys.argv
     try:
@@ -111,12 +136,38 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def one_line(error: BaseException) -> str:
-    """A Hydra or OmegaConf error (several lines, and the OmegaConf error it wraps) as one line."""
+    """A Hydra or OmegaConf error (several lines, and the OmegaConf error it wraps) as one line; an override of
+    a key the config lacks says what to do instead of Hydra's ``+KEY`` (which would be refused in turn)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException) and str(cause).strip():
         lines.append(f"({str(cause).strip().splitlines()[0]})")
-    return " ".join(lines)
+    text = " ".join(lines)
+    m = re.match(r"Could not override '([\w.]+)'\. To append to your config use \+(\S+)", text)
+    return (_missing_key_hint(m.group(1), m.group(2)) or text) if m else text
+
+
+_LAUNCHER_CONF = re.compile(r"not in '(\w+)'")
+
+
+def _missing_key_hint(key: str, override: str) -> str | None:
+    """``hydra.launcher.partition`` without a Slurm launcher: choose one; ``sampler.stesp``: the setting meant."""
+    from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
+
+    from illada.evaluate import SAMPLER_FIELDS, SCORER_FIELDS
+    from sweeps.expand import unknown_setting
+
+    group, _, leaf = key.partition(".")
+    if key.startswith("hydra.launcher."):
+        name = key.removeprefix("hydra.launcher.")
+        if name in {f.name for f in dataclasses.fields(SlurmQueueConf)}:
+            return (f"{key}: a Slurm setting, and the launcher chosen is not Slurm's; choose "
+                    f"hydra/launcher=submitit_slurm (or a site profile under hydra/launcher/) to set it")
+        return None
+    known = {"sampler": SAMPLER_FIELDS, "scorer": SCORER_FIELDS | {"name"}}.get(group)
+    if known is None or "." in leaf:
+        return None
+    return str(unknown_setting(override, key, OmegaConf.create({group: dict.fromkeys(known)})))
 
 
 @contextmanager

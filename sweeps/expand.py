@@ -40,6 +40,29 @@ class SweepError(ValueError):
     """A sweep that cannot run as given; the message names the overrides at fault."""
 
 
+class UnknownSettingError(SweepError):
+    """An override of a key the config does not have (a typo): wrong for every point, so the sweep stops."""
+
+
+def unknown_setting(override: str, key: str, config: DictConfig) -> UnknownSettingError:
+    """The error for ``override`` of ``key``, absent from ``config``: the closest existing setting of the same
+    group when there is one (``did you mean 'steps'?``); else how to add a new key."""
+    import difflib
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(config, parent) if parent else config
+    known = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(leaf, known, n=1, cutoff=0.6)
+    if close:
+        return UnknownSettingError(f"override {override!r}: unknown setting {leaf!r}"
+                                   f"{f' of {parent!r}' if parent else ''}; did you mean {close[0]!r}?")
+    if parent in ("sampler", "scorer"):  # `+sampler.x` would be refused too: the settings are fixed
+        return UnknownSettingError(f"override {override!r}: unknown setting {leaf!r} of {parent!r}; known: "
+                                   f"{', '.join(sorted(known))}")
+    return UnknownSettingError(f"override {override!r}: there is no {key!r} in the config (check the spelling; "
+                               f"`+{override}` adds a new key)")
+
+
 @dataclass
 class PlannedPoint:
     """A validated point and the overrides that produced it (beyond those shared by the whole sweep)."""
@@ -57,6 +80,17 @@ class Plan:
     fixed: list[str]
     invalid: list[str] = field(default_factory=list)
     duplicates: int = 0
+    unused: set[tuple[str, str]] = field(default_factory=set)  # (settings group, task) a duplicate swept unread
+
+
+def unused_group(resolved: ResolvedPoint, overrides: Sequence[str]) -> str | None:
+    """The settings group among ``overrides`` that the point's task does not read (``scorer`` on a generation
+    task, ``sampler`` on a multiple-choice one), or None."""
+    unread = "scorer" if resolved.kind == GENERATION else "sampler"
+    for o in overrides:
+        if o.lstrip("+~").split("=", 1)[0].split(".")[0] == unread:
+            return unread
+    return None
 
 
 def register_ablations(directory: Path = ABLATIONS_DIR) -> list[str]:
@@ -163,4 +197,8 @@ def _axis_values(axis: Override) -> list[str]:
     if not axis.is_discrete_sweep():
         raise SweepError(f"sweep {axis.input_line!r}: give a list of values (a,b,c / range() / choice() / "
                          "glob()); intervals need an optimizer, not a grid")
-    return [f"{axis.get_key_element()}={v}" for v in axis.sweep_string_iterator()]
+    values = [f"{axis.get_key_element()}={v}" for v in axis.sweep_string_iterator()]
+    if not values:  # the grid would be empty: no point, and a run would rewrite the sweep's plan with none
+        raise SweepError(f"sweep {axis.input_line!r}: has no values, so the grid has no points; nothing was run "
+                         "or written")
+    return values

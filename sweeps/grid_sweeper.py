@@ -21,6 +21,8 @@ The points are the cartesian product of the sweep overrides (Hydra's grammar: ``
 * the sweep ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
   wrote (``pareto.png`` too) and its wall time;
 * the results store (``sweep_dir``) keeps one record per point: the same command runs only what has none;
+* the exit status is 1, with one ``error:`` line, when every point of the plan failed (``fail_on=any``: when
+  any did; ``never``: always 0);
 * ``--dry-run`` prints totals by state, the first points (``--verbose``: all) and, on Slurm, whether the cluster
   would accept the job (``sbatch --test-only``); a queue setting Slurm refuses stops a real run the same way.
 """
@@ -36,8 +38,9 @@ from typing import Any, Optional
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps.expand import Plan, PlannedPoint, SweepError, culprit, grids
-from sweeps.sweeper import IlladaSweeper
+from illada.markers import DEFAULT_STALE_AFTER_S
+from sweeps.expand import Plan, PlannedPoint, SweepError, UnknownSettingError, culprit, grids, unused_group
+from sweeps.sweeper import UNNAMED, IlladaSweeper
 
 
 @dataclass
@@ -57,6 +60,8 @@ class GridSweeperConf:
     plot: bool = True  # write SWEEP_DIR/pareto.png when the sweep has finished
     # submitit_local: jobs running at once (null: usable cores // threads per job); Slurm: array_parallelism
     max_in_flight: Optional[int] = None
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
+    fail_on: str = "all"  # exit status 1 when all points of the plan failed; any: when any did; never: always 0
 
 
 class GridSweeper(IlladaSweeper):
@@ -65,6 +70,16 @@ class GridSweeper(IlladaSweeper):
     def __init__(self, **conf: Any) -> None:
         super().__init__(**conf)
         self.counts: dict[str, float] = {}  # what the last run's jobs did (in process: also their wall seconds)
+        self.status = None  # the plan's StoreStatus once a run has waited for its jobs
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Hydra's entry: the sweep, then a non-zero exit with one line when its points failed as
+        ``hydra.sweeper.fail_on`` says (so that a script or CI notices)."""
+        result = super().sweep(arguments)
+        line = failed_line(self.status, self.conf["fail_on"], self.root)
+        if line:
+            raise SystemExit(f"error: {line}")
+        return result
 
     # ------------------------------------------------------------------------------------------ planning
     def plan(self, arguments: list[str]) -> Plan:
@@ -87,10 +102,15 @@ class GridSweeper(IlladaSweeper):
         causes: set[str] = set()
         seen: set[str] = set()
         combos = [combo for grid in axes for combo in itertools.product(*grid)]
+        if not combos:  # an ablation's `sweep: []`: nothing to plan (an empty axis is named by grids())
+            raise SweepError("the sweep has no points (its `sweep:` list of grids is empty); nothing was run or "
+                             "written")
         for i, combo in enumerate(combos):
             own = list(combo)
             try:
                 resolved = self.validate_point(self.point(fixed + own))
+            except UnknownSettingError:  # a typo: every point has it, no point is worth running
+                raise
             except (ValueError, OSError, DeviceUnavailableError) as e:
                 message = str(e).strip()
                 cause = f"caused by {culprit(message, fixed + own)!r}: {message}"
@@ -99,19 +119,27 @@ class GridSweeper(IlladaSweeper):
                 continue
             if resolved.key in seen:
                 plan.duplicates += 1
+                unread = unused_group(resolved, own)
+                if unread:
+                    plan.unused.add((unread, resolved.settings["task"]))
                 continue
             seen.add(resolved.key)
             plan.points.append(PlannedPoint(own, resolved))
+        # skipping helps where some combinations of valid settings are invalid, not where every point is
+        some = len(errors) < len(combos)
         skip = "pass hydra.sweeper.on_invalid=skip to drop invalid points"
         if errors and self.conf["on_invalid"] != "skip" and len(causes) == 1 and "\n" not in next(iter(causes)):
             # one cause (a model that cannot be described, a device that is not there): one line says it all
-            raise SweepError(f"{'all ' if len(errors) == len(combos) else ''}{len(errors)} of {len(combos)} points "
-                             f"are invalid, {next(iter(causes))}; nothing was run ({skip})")
+            raise SweepError(f"{'' if some else 'all '}{len(errors)} of {len(combos)} points are invalid, "
+                             f"{next(iter(causes))}; nothing was run" + (f" ({skip})" if some else ""))
         if errors and self.conf["on_invalid"] != "skip":
             shown = "\n  ".join(errors[:10])
             more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
             raise SweepError(f"{len(errors)} of {len(combos)} points are invalid; nothing was run:\n  {shown}{more}\n"
-                             f"(fix the overrides, or {skip})")
+                             f"(fix the overrides{f', or {skip}' if some else ''})")
+        if not plan.points:  # every point dropped (on_invalid=skip): a sweep of nothing would rewrite plan.json
+            raise SweepError(f"all {len(combos)} points are invalid (hydra.sweeper.on_invalid=skip dropped them), "
+                             f"e.g. {errors[0] if errors else 'none'}; nothing was run or written")
         plan.invalid = errors
         return plan
 
@@ -149,10 +177,13 @@ class GridSweeper(IlladaSweeper):
         c = self.conf
         if c["on_invalid"] not in ("error", "skip"):
             raise SweepError(f"hydra.sweeper.on_invalid={c['on_invalid']!r}: choose error or skip")
+        if c["fail_on"] not in FAIL_ON:
+            raise SweepError(f"hydra.sweeper.fail_on={c['fail_on']!r}: choose one of {', '.join(FAIL_ON)}")
         ppj = c["points_per_job"]
         if isinstance(ppj, bool) or not isinstance(ppj, int) or ppj < 1:
             raise SweepError(f"hydra.sweeper.points_per_job={ppj!r}: must be a positive integer")
         self.check_launcher("the illada_grid sweeper")
+        self.check_settings()
 
     # ------------------------------------------------------------------------------------------- running
     def run(self, arguments: list[str]) -> Any:
@@ -187,7 +218,8 @@ class GridSweeper(IlladaSweeper):
         in_flight = self.local_jobs(threads) if points and self.cluster == "local" else None
         if in_flight is not None:
             per_job = points_per_job_for(points, per_job, in_flight)
-        groups = [PointGroup(store.root, g, threads=threads) for g in group_points(points, per_job)]
+        groups = [PointGroup(store.root, g, threads=threads, stale_after_s=c["stale_after_s"])
+                  for g in group_points(points, per_job)]
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
         print(f"{len(keys) - len(points)} points already have a record; running {len(points)} in {len(groups)} jobs "
@@ -214,12 +246,28 @@ class GridSweeper(IlladaSweeper):
                 self.counts.update(collect(submitted, store, poll_s=c["poll_s"], lost_after_s=c["lost_after_s"]))
             if self.counts["jobs_failed"]:
                 print(f"{self.counts['jobs_failed']} jobs ended early; their unfinished points have failure records")
-        status = store.status()  # the current plan's points only (plan.json): other records are superseded
+        status = self.status = store.status()  # the current plan's points only: other records are superseded
         print(status.line())
         if status.failed:
             print(f"failed points: `illada-status {store.root} --failed`; rerun them with --rerun-failed")
         self.report_end(start)
         return store
+
+
+FAIL_ON = ("all", "any", "never")  # hydra.sweeper.fail_on
+
+
+def failed_line(status, fail_on: str, root) -> str | None:
+    """The one line a sweep exits non-zero with when its plan's points failed as ``fail_on`` says (``all``:
+    every point, ``any``: at least one, ``never``), else None; ``status`` None (not waited for) is no failure."""
+    if status is None or not status.failed or fail_on == "never":
+        return None
+    failed, total = len(status.failed), status.total
+    if fail_on == "all" and failed < total:
+        return None
+    which = f"all {total} points" if failed == total else f"{failed} of {total} points"
+    return (f"{which} failed (hydra.sweeper.fail_on={fail_on}); their causes: `illada-status {root} "
+            "--failed`")
 
 
 def points_per_job_for(points, points_per_job: int, jobs: int) -> int:
@@ -250,13 +298,18 @@ def shown(lines: list[str], verbose: bool, limit: int = SHOWN) -> str:
 
 def _report_plan(plan: Plan, seconds: float, verbose: bool = False) -> None:
     extra = ""
-    if plan.invalid:
-        extra += (f"; skipped {len(plan.invalid)} invalid (hydra.sweeper.on_invalid=skip):"
-                  + shown(plan.invalid, verbose, 5))
+    if plan.invalid:  # asked for (an ablation's grid with cells that cannot run): not a failure
+        n = len(plan.invalid)
+        extra += (f"; {n} invalid grid {'cell' if n == 1 else 'cells'} left out as hydra.sweeper.on_invalid=skip "
+                  "asks (no failure):" + shown(plan.invalid, verbose, 5))
     if plan.duplicates:
-        extra += (f"; {plan.duplicates} duplicates dropped (settings a task does not read, e.g. sampler.* for a "
-                  "multiple-choice task)")
-    print(f"sweep {plan.base.name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
+        kinds = {"scorer": "generation", "sampler": "multiple-choice"}
+        unread = "; ".join(f"{group} settings are unused by the {kinds[group]} task {task!r}"
+                           for group, task in sorted(plan.unused))
+        extra += (f"; {plan.duplicates} duplicates dropped ("
+                  + (unread or "settings a task does not read, e.g. sampler.* for a multiple-choice task") + ")")
+    name = "without a name" if plan.base.get("name") == UNNAMED else plan.base.name
+    print(f"sweep {name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
 
 def _report_triage(store, triage, rerun_failed: bool) -> None:

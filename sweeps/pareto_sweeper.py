@@ -19,8 +19,8 @@ The search loop is :class:`illada.search.ParetoSearch`; Hydra gives it two thing
 The search ends with its front as a table (printed, and in ``front.csv`` / ``front.md``), the paths of what it
 wrote, and its wall time.
 
-Why not the Hydra Optuna sweeper: ``../shared/reference/sweeps.md`` (optuna<3, batch barrier, no constraints,
-no journal storage, trials left RUNNING by one killed job).
+Why not the Hydra Optuna sweeper (hydra-optuna-sweeper 1.2): optuna<3, a batch barrier, no constraints,
+no journal storage, trials left RUNNING by one killed job.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from hydra.core.singleton import Singleton
 from omegaconf import OmegaConf
 
+from illada.markers import DEFAULT_STALE_AFTER_S
 from sweeps.expand import SweepError
 from sweeps.sweeper import IlladaSweeper
 
@@ -64,6 +65,7 @@ class ParetoSweeperConf:
     synchronous: bool = False  # batch barrier, as the Hydra Optuna sweeper does (for comparison only)
     poll_s: float = 1.0
     plot: bool = True  # write SWEEP_DIR/pareto.png when the search ends
+    stale_after_s: float = DEFAULT_STALE_AFTER_S  # a running marker with no heartbeat this long is taken over
 
 
 class _Returned:
@@ -146,9 +148,23 @@ def check_search_conf(conf: dict[str, Any]) -> None:
 class ParetoSweeper(IlladaSweeper):
     """Asks Optuna for a trial, composes and validates its point, launches it, tells its record's objectives."""
 
+    def sweep(self, arguments: List[str]) -> Any:
+        """Hydra's entry: the search, then exit status 1 with one line when every trial of the study failed
+        (as a grid sweep whose points all failed), so that a script or CI notices."""
+        from optuna.trial import TrialState
+
+        res = super().sweep(arguments)
+        trials = getattr(getattr(res, "study", None), "trials", [])
+        failed = [t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("key")]
+        if failed and not any(t.state == TrialState.COMPLETE for t in trials):
+            raise SystemExit(f"error: all {len(failed)} trials of the search failed; their causes: "
+                             f"`illada-status {self.root} --failed`")
+        return res
+
     def run(self, arguments: List[str]) -> Any:
         from illada.search import ParetoSearch, SearchError
 
+        self.check_settings()
         parsed = self.parser().parse_overrides(list(arguments))
         swept = [o.input_line for o in parsed if o.is_sweep_override()]
         if swept:
@@ -187,6 +203,7 @@ class ParetoSweeper(IlladaSweeper):
 
         search = ParetoSearch(sweep_dir=root, point_of=point_of, log=log.info, **conf)
         self._check_space(search, fixed)
+        search.check_space()  # a space without a valid point: refused before the journal is created
         search.launch = self._job_starter(fixed)  # only now: the submitit executor makes its log folder
         self.save_multirun(root)
         res = search.run()

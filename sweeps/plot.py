@@ -97,3 +97,34 @@ def front_report(root: str | Path, points: pd.DataFrame | None = None) -> tuple[
     except Exception as e:  # noqa: BLE001 -- records are saved; a table is not worth failing the sweep for
         print(f"no front table: {type(e).__name__}: {e}")
         return None
+
+
+def ablation_report(root: str | Path, points: pd.DataFrame) -> tuple[str, Path, bool] | None:
+    """The scoring ablation of ``points`` (likelihood vs confidence on the same items, paired): ``(table text,
+    path of ROOT/scoring_ablation.md, whether every point is in a pair)``; None without a pair. The text ends
+    with a warning when a pair has fewer paired items than a difference can be read from. A table that cannot
+    be made is a printed line, never a failed sweep."""
+    try:
+        from analysis.ablation import ablation_markdown, scoring_ablation, scoring_pairs
+        from analysis.replicates import MIN_ITEMS
+        from illada.atomic import atomic_write_text
+
+        pairs = scoring_pairs(points)
+        if pairs.empty:
+            return None
+        table = scoring_ablation(points)
+        if table.empty:
+            return None
+        text = "Scoring ablation: likelihood vs confidence on the same items\n\n" + ablation_markdown(table)
+        few = table[table["n"] < MIN_ITEMS]
+        if len(few):
+            text += (f"\nwarning: too few items: {len(few)} of {len(table)} pairs have fewer than {MIN_ITEMS} paired "
+                     f"items ({', '.join(f'{r.task} n={r.n}' for r in few.itertuples())}); the difference's CI "
+                     "cannot tell the scorers apart (task.limit=100 or more for a reading)\n")
+        path = Path(root) / "scoring_ablation.md"
+        atomic_write_text(path, text)
+        paired = set(pairs["key_likelihood"]) | set(pairs["key_confidence"])
+        return text, path, set(points["key"]) <= paired
+    except Exception as e:  # noqa: BLE001 -- records are saved; a table is not worth failing the sweep for
+        print(f"no scoring ablation table: {type(e).__name__}: {e}")
+        return None

@@ -35,7 +35,8 @@ from omegaconf import AnyNode, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
 from illada.evaluate import Point, ResolvedPoint
-from sweeps.expand import POINT_NODES, SweepError, check_writable, os_error_line, point_of, to_point
+from sweeps.expand import (POINT_NODES, SweepError, check_writable, os_error_line, point_of, to_point,
+                           unknown_setting)
 from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class IlladaSweeper(Sweeper):
                 if not self._is_value(o):
                     continue
                 if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
-                    raise SweepError(_no_such_key(o))
+                    raise unknown_setting(o.input_line, o.key_or_group, cfg)
                 OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
         except (HydraException, OmegaConfBaseException) as e:
             raise SweepError(str(e).strip()) from None
@@ -253,7 +254,7 @@ class IlladaSweeper(Sweeper):
         if key not in self._nodes:
             cfg = self._composition(structural)
             if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
-                raise SweepError(_no_such_key(o))
+                raise unknown_setting(o.input_line, o.key_or_group, cfg)
             parent_key, _, leaf = o.key_or_group.rpartition(".")
             parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
             node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
@@ -278,17 +279,18 @@ class IlladaSweeper(Sweeper):
         """The :class:`~illada.evaluate.ResolvedPoint` of a point; raises ``ValueError``, ``OSError`` (a model
         that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
 
-        In process (Hydra's basic launcher) this process is the job host, so a point whose device is not here
-        (``model.device=cuda`` without CUDA) is invalid; submitted jobs check it on their node."""
+        In process (Hydra's basic launcher) this process is the job host, so a point whose device or attention
+        backend is not here (``model.device=cuda`` without CUDA, ``flash_attn`` without flash-attn) is invalid;
+        submitted jobs check it on their node, once per job before the model loads."""
         from illada.evaluate import model_limits, resolve
-        from illada.loading import check_device, resolve_model
+        from illada.loading import check_host, resolve_model
 
         model = resolve_model(point.model)
         if model not in self._described:
             self._described[model] = model_limits(model)
         resolved = resolve(point, *self._described[model])
         if self.in_process:
-            check_device(point.device)
+            check_host(point.device, point.attn_backend, point.dtype)
         return resolved
 
     # ---------------------------------------------------------------------------------------------- jobs
@@ -328,6 +330,19 @@ class IlladaSweeper(Sweeper):
         raise SweepError(f"hydra.launcher.{named[0]}={params[named[0]]}: Slurm would refuse the job: {message}; "
                          "nothing was submitted (`sinfo -s` lists partitions, `sacctmgr show assoc user=$USER` "
                          "accounts and qos)")
+
+    def check_settings(self) -> None:
+        """The sweeper's and the launcher's numeric settings, checked before anything is validated, written or
+        submitted: a bad value is one :class:`SweepError` line naming ``hydra.sweeper.FIELD`` or
+        ``hydra.launcher.FIELD`` and what is valid (sbatch would only blame its node configuration, and a
+        zero ``max_in_flight`` was refused after the sweep's files were written)."""
+        for name, least, what in SWEEPER_LIMITS:
+            if name in self.conf:
+                _check_number(f"hydra.sweeper.{name}", self.conf[name], least, what)
+        params = getattr(self.launcher, "params", None) if self.cluster in ("local", "slurm") else None
+        for name, least, what in LAUNCHER_LIMITS:
+            if params is not None and name in params:
+                _check_number(f"hydra.launcher.{name}", params[name], least, what)
 
     def check_launcher(self, what: str) -> None:
         if self.cluster is None:
@@ -376,10 +391,11 @@ class IlladaSweeper(Sweeper):
 
     def report_end(self, start: float) -> None:
         """The command's last lines: for an unnamed sweep the command that resumes it, then the front as a
-        table (also written to front.csv / front.md), the paths of what was written, the wall time."""
+        table (also written to front.csv / front.md) or, for a scoring ablation, the likelihood-vs-confidence
+        comparison (scoring_ablation.md), the paths of what was written, the wall time."""
         import time
 
-        from sweeps.plot import finished_points, front_report
+        from sweeps.plot import ablation_report, finished_points, front_report
 
         assert self.root is not None
         resume = self.resume_command()
@@ -395,11 +411,17 @@ class IlladaSweeper(Sweeper):
             path = self.plot(self.root, points)
             if path:
                 written.append(f"Pareto plot {path}")
-        table = None if points is None else front_report(self.root, points)
+        ablation = None if points is None or points.empty else ablation_report(self.root, points)
+        # a scoring ablation's points all cost about the same: its answer is the paired comparison, not a front
+        only_pairs = ablation is not None and ablation[2]
+        table = None if points is None or only_pairs else front_report(self.root, points)
         if table is not None:
             text, paths = table
             print(text)
             written.append("front table " + ", ".join(str(p) for p in paths))
+        if ablation is not None:
+            print(ablation[0])
+            written.append(f"scoring ablation {ablation[1]}")
         if written:
             print("wrote: " + "; ".join(written))
         print(f"sweep wall time: {time.perf_counter() - start:.1f} s")
@@ -422,9 +444,42 @@ class IlladaSweeper(Sweeper):
             return None
 
 
-def _no_such_key(o: Override) -> str:
-    return (f"override {o.input_line!r}: there is no {o.key_or_group!r} in the config (check the spelling; "
-            f"`+{o.input_line}` adds a new key)")
+#: (field, least value, what is valid); None values are allowed where the field's default is null.
+SWEEPER_LIMITS = (
+    ("max_in_flight", 1, "a positive integer (or null: as many as the cores allow)"),
+    ("max_array_size", 1, "a positive integer (or null: the cluster's MaxArraySize)"),
+    ("stale_after_s", 1e-9, "a positive number of seconds"),
+    ("poll_s", 1e-9, "a positive number of seconds"),
+    ("lost_after_s", 0, "a number of seconds, 0 or more"),
+    ("n_trials", 1, "a positive integer (or null: no limit)"),
+    ("n_evaluations", 1, "a positive integer (or null: no limit)"),
+)
+LAUNCHER_LIMITS = (
+    ("array_parallelism", 1, "a positive integer (array tasks running at once)"),
+    ("timeout_min", 1, "a positive integer (minutes)"),
+    ("nodes", 1, "a positive integer"),
+    ("tasks_per_node", 1, "a positive integer"),
+    ("cpus_per_task", 1, "a positive integer (or null)"),
+    ("cpus_per_gpu", 1, "a positive integer (or null)"),
+    ("gpus_per_node", 0, "an integer, 0 or more (or null)"),
+    ("gpus_per_task", 0, "an integer, 0 or more (or null)"),
+    ("mem_gb", 0, "an integer, 0 or more (or null)"),
+    ("max_num_timeout", 0, "an integer, 0 or more"),
+    ("signal_delay_s", 0, "an integer, 0 or more"),
+)
+_INTEGERS = {"max_in_flight", "max_array_size", "n_trials", "n_evaluations"} | {name for name, _, _ in LAUNCHER_LIMITS}
+
+
+def _check_number(field: str, value: Any, least: float, what: str) -> None:
+    """Raise :class:`SweepError` naming ``field=value`` unless it is a number (an integer where the field
+    counts something) of at least ``least``, or null."""
+    if value is None:
+        return
+    integer = field.rsplit(".", 1)[1] in _INTEGERS
+    kinds = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < least or value != value:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)  # 0, not the 0.0 Hydra made of it
+        raise SweepError(f"{field}={shown}: must be {what}; nothing was run or written")
 
 
 def _refused_parameter(error: Exception) -> SweepError:

@@ -1,5 +1,5 @@
-"""Test-only, deliberately straightforward transcriptions of the reference samplers (written from
-../shared/reference/dllm.md sections 2.1 and 2.4): per-row Python loops, full-canvas tensors, global RNG.
+"""Test-only, deliberately straightforward transcriptions of the reference samplers (LLaDA's ``generate`` and
+its low-confidence remasking, as published): per-row Python loops, full-canvas tensors, global RNG.
 
 They are what the library is checked against; they are not fast and not used by the library.
 """

@@ -112,6 +112,24 @@ def test_eval_read_only_out_is_refused_before_evaluating(tmp_path, monkeypatch):
     assert "\n" not in line and not (tmp_path / "out").exists()
 
 
+def test_report_unwritable_out_is_one_line_before_loading(tmp_path, monkeypatch):
+    """Was: a traceback from the first figure written into a read-only folder."""
+    import analysis.report as report
+
+    from analysis.synthetic import write_generation_sweep
+
+    sweep = write_generation_sweep(tmp_path / "sweep")
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **k: False if str(p).startswith(str(tmp_path / "ro"))
+                        else real(p, m, **k))
+    monkeypatch.setattr(report, "load_sweeps", lambda *a, **k: pytest.fail("the sweeps were loaded"))
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(sweep), "--out", str(tmp_path / "ro" / "report")])
+    line = str(exit_.value.code)
+    assert line.startswith(f"error: --out={tmp_path / 'ro' / 'report'}: cannot write the report there") and "\n" not in line
+
+
 def _default_sigint() -> None:
     # A shell starts background jobs with SIGINT ignored and Python then installs no KeyboardInterrupt handler;
     # give the child the disposition a terminal's Ctrl-C meets, whatever started this test run.
@@ -169,7 +187,7 @@ def test_status_lists_running_and_missing_points(tmp_path, capsys):
     for key, steps in (("k1", 8), ("k2", 4), ("k3", 2), ("k4", 1)):
         store.plan(key, {"task": "arithmetic"}, [f"sampler.steps={steps}"])
     store.set_current_plan(["k1", "k2", "k3", "k4"])
-    store.claim("k1", {"host": "node7", "pid": 1, "job_id": "123_4"})  # another host: cannot be checked, live
+    store.claim("k1", {"host": "node7", "pid": 1, "job_id": "123_4"})  # another host: its fresh heartbeat says live
     store.claim("k2", {"host": socket.gethostname(), "pid": 2 ** 22 + 12345, "job_id": "124_0"})  # process gone
     from illada.records import write_record
     write_record(store.records_dir, {"key": "k4", "status": "ok", "settings": {}, "quality": None, "cost": None})
@@ -177,7 +195,9 @@ def test_status_lists_running_and_missing_points(tmp_path, capsys):
     out = capsys.readouterr().out
     running = out.split("\nrunning (")[1].split("\nmissing (")[0]
     missing = out.split("\nmissing (")[1]
-    assert running.startswith("1):") and "k1: sampler.steps=8" in running and "job 123_4 on node7" in running
+    assert running.startswith("1 alive, 1 stale):") and "job 123_4 on node7" in running
+    assert "k1: sampler.steps=8" in running.split("\n  k2")[0] and "alive: last sign of life" in running
+    assert "stale: process" in running.split("\n  k2")[1]  # each marked point, with its verdict
     assert missing.startswith("2):") and "k3: sampler.steps=2" in missing
     assert "k2: sampler.steps=4" in missing and "stale" in missing  # its marker's process is gone
     assert "k4" not in running + missing

@@ -114,6 +114,66 @@ def test_search_config_errors_are_one_line_naming_the_key(sweeper, named, tiny_m
     assert not (tmp_path / "sweep" / "records").exists()
 
 
+# ------------------------------------------------------------------------------- settings that cannot run
+def test_kv_cache_on_a_shifted_logits_model_is_refused_before_any_job(tmp_path, capsys):
+    """A Dream-format model (logits_shift) cannot use a KV cache: said while validating, naming the override."""
+    line = _error(["-m", "model.path=dream-7b", "sampler.cache=prefix", "sampler.steps=2,4",
+                   f"sweep_dir={tmp_path / 's'}", "--dry-run"], capsys)
+    assert line.startswith("error: all 2 of 2 points are invalid, caused by 'sampler.cache=prefix': "
+                           "sampler.cache='prefix' needs unshifted logits"), line
+    main(["-m", "model.path=dream-7b", "sampler.cache=none,dual", f"sweep_dir={tmp_path / 's'}", "--dry-run",
+          "hydra.sweeper.on_invalid=skip"])
+    out = capsys.readouterr().out
+    assert "1 valid points" in out and "caused by 'sampler.cache=dual': sampler.cache='dual' needs unshifted" in out
+
+
+def test_attention_backend_that_cannot_run_is_refused_before_any_job(tiny_model, tmp_path, monkeypatch, capsys):
+    """flash_attn off CUDA is refused by the settings alone; on a host without flash-attn, in process."""
+    args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}", "sampler.steps=2,4"]
+    line = _error([*args, "model.attn_backend=flash_attn"], capsys)
+    assert "caused by 'model.attn_backend=flash_attn'" in line and "runs on CUDA only" in line, line
+    line = _error([*args, "model.attn_backend=flash_cattn"], capsys)
+    assert "attention backend 'flash_cattn' is unknown" in line, line
+    import illada.attention
+    import illada.loading
+
+    monkeypatch.setattr(illada.loading, "check_device", lambda device: None)  # a GPU is here, flash-attn is not
+    monkeypatch.setattr(illada.attention, "flash_attn_available", lambda: False)
+    line = _error([*args, "model.attn_backend=flash_attn", "model.device=cuda", "model.dtype=bfloat16"], capsys)
+    assert "caused by 'model.attn_backend=flash_attn'" in line and "needs CUDA and the flash-attn package" in line
+    assert not (tmp_path / "s" / "records").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ hints
+@pytest.mark.parametrize("args", [["-m", "sampler.stesp=4,8"], ["-m", "sampler.stesp=4"], ["sampler.stesp=4"]])
+def test_a_misspelt_setting_names_the_one_meant(args, tiny_model, tmp_path, capsys):
+    line = _error([*args, f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}", "--dry-run"], capsys)
+    assert "unknown setting 'stesp' of 'sampler'; did you mean 'steps'?" in line, line
+    assert "on_invalid" not in line and "the defaults" not in line and "+sampler" not in line
+
+
+def test_slurm_setting_without_the_slurm_launcher_says_which_launcher(tiny_model, tmp_path, capsys):
+    line = _error(["-m", "sampler.steps=4,8", "hydra.launcher.partition=gpu", f"model.path={tiny_model}",
+                   f"sweep_dir={tmp_path / 's'}", "--dry-run"], capsys)
+    assert line.startswith("error: hydra.launcher.partition: a Slurm setting") and \
+        "choose hydra/launcher=submitit_slurm" in line and "+hydra" not in line, line
+
+
+def test_skipping_invalid_points_is_suggested_only_where_some_are_valid(tiny_model, tmp_path, capsys):
+    args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}", "sampler.block_length=4", "--dry-run"]
+    some = _error([*args, "sampler.steps=3,4"], capsys)
+    assert "1 of 2 points are invalid" in some and "on_invalid=skip" in some, some
+    every = _error([*args, "sampler.steps=3", "sampler.seed=1,2"], capsys)  # one cause: one line, no hint
+    assert "all 2 of 2 points are invalid" in every and "on_invalid" not in every, every
+
+
+def test_a_scorer_swept_on_a_generation_task_is_said_to_be_unused(tiny_model, tmp_path, capsys):
+    main(["-m", "scorer=likelihood,confidence", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 's'}",
+          "--dry-run"])
+    out = capsys.readouterr().out
+    assert "1 duplicates dropped (scorer settings are unused by the generation task 'arithmetic')" in out, out
+
+
 # ------------------------------------------------------------------------------------------------- dry run
 def test_dry_run_of_many_points_prints_totals_and_twenty_points(tiny_model, tmp_path, capsys):
     args = ["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 'sweep'}", "task.limit=4",
@@ -131,7 +191,8 @@ def test_skipped_invalid_points_say_how_many_more(tiny_model, tmp_path, capsys):
     main(["-m", f"model.path={tiny_model}", f"sweep_dir={tmp_path / 'sweep'}", "task.limit=4", "--dry-run",
           "sampler.block_length=4", "sampler.steps=range(1,25)", "hydra.sweeper.on_invalid=skip"])
     out = capsys.readouterr().out
-    assert "skipped 12 invalid" in out and "  ... and 7 more" in out, out
+    assert "12 invalid grid cells left out as hydra.sweeper.on_invalid=skip asks (no failure)" in out, out
+    assert "  ... and 7 more" in out, out
 
 
 def test_dry_run_checks_the_sweep_dir_is_writable(tiny_model, tmp_path, capsys):

@@ -88,6 +88,26 @@ def test_nan_weights_are_a_failure_record_not_a_result(nan_model, tmp_path):
     assert not store.status().done
 
 
+def test_sweep_exits_non_zero_when_its_points_failed(nan_model, tiny_model, tmp_path, capsys):
+    """Every point failed: exit status 1 and one line (default fail_on=all); fail_on=any also for a mix."""
+    from sweeps.app import main
+
+    with pytest.raises(SystemExit) as e:
+        main(_sweep_args(nan_model, tmp_path / "all", "sampler.seed=0,1"))
+    assert e.value.code == (f"error: all 2 points failed (hydra.sweeper.fail_on=all); their causes: "
+                            f"`illada-status {tmp_path / 'all'} --failed`")
+    main(_sweep_args(nan_model, tmp_path / "all", "sampler.seed=0,1", "hydra.sweeper.fail_on=never"))
+    mixed = _sweep_args(tiny_model, tmp_path / "mixed", f"model.path={tiny_model},{nan_model}")
+    main(mixed)  # one of two failed: not every point
+    with pytest.raises(SystemExit) as e:
+        main([*mixed, "hydra.sweeper.fail_on=any"])
+    assert e.value.code.startswith("error: 1 of 2 points failed (hydra.sweeper.fail_on=any)"), e.value.code
+    with pytest.raises(SystemExit) as e:
+        main([*mixed, "hydra.sweeper.fail_on=some"])
+    assert e.value.code == "error: hydra.sweeper.fail_on='some': choose one of all, any, never"
+    capsys.readouterr()
+
+
 def test_infinite_logits_are_caught_too(tiny_model):
     """One +inf logit (an fp16 overflow) in one forward is enough."""
     point = points(tiny_model, steps=(8,), limit=2)[0]
@@ -241,6 +261,24 @@ def test_job_without_its_gpu_records_every_point_as_failed(tiny_model, tmp_path)
         assert rec["status"] == "failed" and rec["error"]["type"] == "DeviceUnavailableError"
         assert "device='cuda'" in rec["error"]["message"]
     assert not store.status().missing
+
+
+@no_cuda
+def test_job_checks_its_host_once_before_loading_the_model(tiny_model, tmp_path, monkeypatch):
+    """A job without its GPU: the host is checked once for the group's setting, no model load is tried, and
+    every point's failure record names the device."""
+    import illada.runner
+
+    checks = []
+    real = illada.runner.check_host
+    monkeypatch.setattr(illada.runner, "check_host", lambda *setting: checks.append(setting) or real(*setting))
+    monkeypatch.setattr(illada.runner, "load", lambda *a, **kw: pytest.fail("the model was loaded"))
+    group = points(tiny_model, steps=(8, 4, 2), limit=2, device="cuda")
+    store = SweepStore(tmp_path / "sweep")
+    assert PointGroup(store.root, group)() == {"done": 0, "failed": 3, "skipped": 0}
+    assert checks == [("cuda", "sdpa", "float32")]
+    for p in group:
+        assert "device='cuda': no CUDA device" in store.record(p.key)["error"]["message"]
 
 
 @no_cuda

@@ -215,3 +215,23 @@ def test_nsga2_keeps_its_generations_through_the_scratch_proposals(tmp_path, tin
                  sampler_options={"population_size": 4}).run()
     generations = [t.system_attrs.get("NSGAIISampler:generation") for t in res.study.trials]
     assert None not in generations and max(generations) >= 1, generations
+
+
+def test_search_whose_trials_all_failed_exits_non_zero(tmp_path, tiny_model):
+    """Every point the search ran failed (a model with NaN weights): exit status 1 and one line."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from tests.search_fixtures import run_search, search_args, write_search
+
+    nan_model = tmp_path / "nan_model"
+    shutil.copytree(tiny_model, nan_model)
+    tensors = load_file(str(nan_model / "model.safetensors"))
+    tensors["model.norm.weight"][0] = float("nan")
+    save_file(tensors, str(nan_model / "model.safetensors"), metadata={"format": "pt"})
+    write_search(tmp_path / "conf", n_trials=2, max_in_flight=1)
+    out = run_search(search_args(nan_model, tmp_path / "sweep", tmp_path / "conf"), check=False, timeout=600)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"error: all 2 trials of the search failed; their causes: `illada-status {tmp_path / 'sweep'} --failed`"

@@ -69,9 +69,52 @@ def test_cache_points_are_named_by_variant_and_main_knob():
                                          "fixed"]
     df = pd.DataFrame([point(d, 8, 8, cache=c, **{"sampler.cache_steps": k}) for d, c, k in (
         ("fixed+dkv cache", "dkv", 8), ("fixed+dkv greedy cache", "dkv", 2), ("fixed+dkv greedy cache", "dkv", 4))])
-    assert list(point_labels(df)) == ["fixed, 8 steps, block 8 + dkv cache (cache steps 8)",
-                                      "fixed, 8 steps, block 8 + dkv greedy cache (cache steps 2)",
-                                      "fixed, 8 steps, block 8 + dkv greedy cache (cache steps 4)"]
+    assert list(point_labels(df)) == ["fixed, 8 steps, block 8 + dKV-Cache (cache steps 8)",
+                                      "fixed, 8 steps, block 8 + dKV-Cache-Greedy (cache steps 2)",
+                                      "fixed, 8 steps, block 8 + dKV-Cache-Greedy (cache steps 4)"]
+
+
+def test_every_cache_mode_has_its_own_shade_and_its_paper_name():
+    from illada.sampling.settings import CACHES
+
+    modes = [m for m in CACHES if m != "none"] + ["dkv greedy"]
+    decodings = ["fixed"] + [f"fixed+{m} cache" for m in modes]
+    assert len({decoding_colour(d) for d in decodings}) == len(decodings)
+    assert figures.decoding_label("fixed+d2cache cache") == "fixed + d2Cache"
+    assert figures.decoding_label("threshold+dllm cache") == "threshold + dLLM-Cache"
+    assert decoding_colour("fixed + d2Cache") == decoding_colour("fixed+d2cache cache")  # a legend label too
+
+
+def test_long_latencies_get_their_unit_and_ticks_that_do_not_run_together():
+    """Multiple-choice points of 84-140 s: seconds on the axis, a few ticks that do not overlap."""
+    df = pd.DataFrame([point(d, None, None, acc=a, ms=ms) for d, a, ms in (
+        ("confidence", 0.5, 84_000), ("likelihood", 0.45, 110_000), ("likelihood", 0.55, 140_000))])
+    fig = frontier_plot(df)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "latency per request, p50 (s)"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    labels = [t for t in ax.get_xticklabels() if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0]
+              <= ax.get_xlim()[1]]
+    assert 2 <= len(labels) <= 6 and all(float(t.get_text()) < 1000 for t in labels), [t.get_text() for t in labels]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))
+    lo, hi = ax.get_xlim()
+    assert lo < 84 and hi > 140  # the leftmost and rightmost points inside the axis
+    plt.close(fig)
+    minutes = frontier_plot(df.assign(latency_p50_s=df["latency_p50_s"] * 10))
+    assert minutes.axes[0].get_xlabel() == "latency per request, p50 (min)"
+    plt.close(minutes)
+
+
+def test_a_front_of_one_point_is_drawn_as_a_line():
+    fig = frontier_plot(pd.DataFrame([point("confidence", None, None, acc=0.5, ms=3.0)]))
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_color() == "black" and len(line.get_xdata()) >= 2]
+    assert any(np.ptp(np.asarray(line.get_xdata(), dtype=float)) > 0 for line in lines)
+    lo, hi = ax.get_xlim()
+    assert lo < 3.0 < hi
+    plt.close(fig)
 
 
 def test_main_job_figure_names_its_front_in_words():
@@ -149,6 +192,9 @@ def test_heatmap_needs_two_by_two_cells():
         heatmap_plot(one_row)
     fig = heatmap_plot(FRONTIER)  # 3 x 3 steps x block length
     assert len(fig.axes) == 2 and "%" in fig.axes[1].get_ylabel()  # a panel and its colour bar
+    # 2 steps in blocks of 2 of 8 tokens is invalid: its cell is marked and the mark explained
+    assert texts(fig.axes[0]).count("×") == 1
+    assert any(t.startswith("× no result: the setting is invalid") for t in texts(fig))
     plt.close(fig)
 
 

@@ -215,17 +215,52 @@ def test_command_line_writes_results_and_cost(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
+    # lm-eval's warnings about the user's choices stay (--limit, --num_fewshot); the harmless ones are gone
+    for harmless in ("fatal: not a git repository", "overrides existing task", "Custom kwargs"):
+        assert harmless not in run.stderr, run.stderr
+    assert "--limit SHOULD ONLY BE USED FOR TESTING" in run.stderr
     results = list(out.rglob("results_*.json"))
     assert results and "gsm8k" in json.loads(results[0].read_text())["results"]
     assert list(out.rglob("samples_piqa_*.jsonl"))
-    cost = json.loads((out / "illada_cost.json").read_text())
+    # named like the results file, beside it: a second run into the folder keeps the first one's cost
+    cost_file = results[0].with_name(results[0].name.replace("results_", "illada_cost_"))
+    cost = json.loads(cost_file.read_text())
     assert cost["nfe_total"] > 0 and cost["requests"] == 2 * 2 + 2 and cost["settings"]["sampler"]["steps"] == 4
+    # the `=` form (lm-eval's own parser) and a file name: NAME_illada_cost_DATE.json beside NAME_DATE.json
+    one = [*cmd[:4], "pretrained=default,scorer.name=ar_order", "--tasks", "piqa", "--limit", "2",
+           f"--output_path={tmp_path / 'one' / 'run.json'}"]
+    assert subprocess.run(one, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path).returncode == 0
+    (written,) = (tmp_path / "one").glob("run_illada_cost_*.json")
+    assert written.name.replace("_illada_cost", "") in {p.name for p in (tmp_path / "one").glob("run_*.json")}
 
     bad = subprocess.run([*cmd[:4], "pretrained=default,sampler.steps=3,sampler.gen_length=8,sampler.block_length=4", *cmd[5:9]],
                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1].startswith("error: SamplerSettings.steps=3")
     assert "Traceback" not in bad.stderr
+
+
+def test_offline_tasks_replace_the_hub_ones_without_a_warning_each(caplog):
+    """Was: a dozen WARNING lines per run, one per task the offline configs replace by design."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="lm_eval"):
+        harness.task_manager()
+        logging.getLogger("lm_eval.tasks._index").warning("Task '%s' from %s overrides existing task from %s",
+                                                          "mine", "/elsewhere/mine.yaml", "/lm_eval/mine.yaml")
+    overrides = [r.getMessage() for r in caplog.records if "overrides existing task" in r.getMessage()]
+    assert overrides == ["Task 'mine' from /elsewhere/mine.yaml overrides existing task from /lm_eval/mine.yaml"]
+
+
+def test_unwritable_output_path_is_one_line_before_evaluating(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    for given in (f"--output_path={tmp_path / 'file' / 'out'}", str(tmp_path / "file" / "out" / "r.json")):
+        args = ["--model", "illada", "--model_args", "pretrained=no-such-model", "--tasks", "piqa", "--limit", "1"]
+        args += [given] if given.startswith("--") else ["--output_path", given]
+        with pytest.raises(SystemExit) as e:
+            harness.main(args)  # the model would fail to load: the path is checked first
+        assert str(e.value.code).startswith(f"error: --output_path={tmp_path / 'file' / 'out'}"), e.value.code
+        assert "cannot write the results there" in e.value.code and "nothing was evaluated" in e.value.code
 
 
 @pytest.mark.slow

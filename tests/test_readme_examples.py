@@ -1,5 +1,5 @@
 """The docs' examples run as written. Every command of the ```bash blocks and every ```python block of README.md,
-ablations/README.md and sweeps/README.md is read from the doc itself (``illada.benchmarks.readme``, the same
+ablations/README.md, sweeps/README.md and docs/*.md is read from the doc itself (``illada.benchmarks.readme``, the same
 extraction the timing script uses), so doc and test cannot drift. Those that need no cluster, GPU or 8B checkpoint
 run as a new user runs them: in document order, in one fresh directory per doc (``.venv`` linked in, the default
 ``runs/sweeps`` root), so a later command reads what an earlier one wrote. A command the doc says runs for
@@ -29,25 +29,27 @@ FRAGMENT = "a fragment: model, ids, prompt_ids, ctx_ids are the reader's own"
 # (doc, first line of the command or block) -> why it is not run here
 SKIPPED = {
     ("README.md", ".venv/bin/python -m pytest -q"): SUITE,
-    ("README.md", "python block: import illada"): CKPT,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.engine"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.samplers"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.embedded"): BENCH,
-    ("README.md", ".venv/bin/python -m sweeps.benchmark overhead"): BENCH,
-    ("README.md", ".venv/bin/python -m sweeps.benchmark_search hypervolume"): BENCH,
-    ("README.md", ".venv/bin/python -m analysis.bench"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.readme"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.decoders"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.caches"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.families"): BENCH,
-    ("README.md", ".venv/bin/python -m illada.benchmarks.lm_eval"): BENCH,
-    ("README.md", "python block: from illada.sampling import SamplerSettings, generate"): FRAGMENT,
+    ("docs/models.md", "python block: import illada"): CKPT,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.engine"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.samplers"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.embedded"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m sweeps.benchmark overhead"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m sweeps.benchmark_search hypervolume"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m analysis.bench"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.readme"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.decoders"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.caches"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.families"): BENCH,
+    ("docs/benchmarks.md", ".venv/bin/python -m illada.benchmarks.lm_eval"): BENCH,
+    ("docs/methods.md", "python block: from illada.sampling import SamplerSettings, generate"): FRAGMENT,
     ("README.md", ".venv/bin/illada-sweep -m +ablation=scoring model=illada-8b-base "
                   "hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"): CKPT,
     ("README.md", ".venv/bin/illada-sweep -m +ablation=search model=illada-8b-base task=gsm8k "
                   "sampler=llada_gsm8k hydra/launcher=submitit_slurm hydra.launcher.partition=gpu "
                   "hydra.launcher.gpus_per_node=1 hydra.sweeper.max_in_flight=16 hydra.sweeper.n_trials=200"): CKPT,
     ("README.md", "optuna-dashboard runs/sweeps/frontier_search/optuna.journal"): SERVER,
+    ("README.md", ".venv/bin/illada-sweep -m +ablation=frontier hydra/launcher=submitit_slurm "
+                  "hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 hydra.launcher.timeout_min=60"): SLURM,
     ("ablations/README.md", "illada-sweep -m +ablation=caches hydra/launcher=submitit_slurm "
                             "hydra.launcher.partition=gpu"): SLURM,
     ("sweeps/README.md", "illada-sweep -m +ablation=frontier hydra/launcher=example_site --dry-run"): SLURM,
@@ -178,3 +180,16 @@ def test_hydra_conveniences(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COMP_LINE", "illada-sweep hydra/sweeper=illada_")
     _run(["-sc", "query=bash"])
     assert "hydra/sweeper=illada_grid hydra/sweeper=illada_pareto" in capsys.readouterr().out
+
+
+def test_documents_link_no_file_outside_the_repository():
+    """A relative path in a README or pyproject.toml must lead to a file of this repository (a fresh clone has
+    nothing beside it)."""
+    docs_ = [ROOT / "pyproject.toml", *sorted(ROOT.glob("*.md")), *sorted(ROOT.glob("*/README.md"))]
+    dead = []
+    for doc in docs_:
+        for ref in re.findall(r"(?<![\w.])(\.\./[\w./-]+)", doc.read_text()):
+            target = (doc.parent / ref.rstrip(".")).resolve()
+            if ROOT.resolve() not in target.parents or not target.exists():
+                dead.append(f"{doc.relative_to(ROOT)}: {ref}")
+    assert not dead, dead

@@ -3,6 +3,8 @@ a local sweep end to end (``plan_sweep``/``run`` set the sweeper up as Hydra doe
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from illada.store import SweepStore
@@ -126,11 +128,13 @@ def test_dry_run_writes_nothing(tiny_model, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, line", [
-    (["-m", "sampler.stepz=4"], "error: Could not override 'sampler.stepz'"),       # Hydra composing the sweep
+    (["-m", "sampler.stepz=4"], "error: override 'sampler.stepz=4': unknown setting 'stepz' of 'sampler'; did "
+                                "you mean 'steps'?"),                                # Hydra composing the sweep
     (["sampler.steps=8,4"], "error: Ambiguous value for argument 'sampler.steps=8,4'"),  # a sweep needs -m
     (["-m", "sampler.steps=8,3", "sampler.block_length=4"], "error: 1 of 2 points are invalid, caused by 'sampler.st"),
     (["sampler.steps=3", "sampler.block_length=4"], "error: the point is invalid, caused by 'sampler.steps=3'"),
     (["-m", "hydra/launcher=nope"], "error: In 'hydra/config': Could not find 'hydra/launcher/nope'"),
+    (["-m", "sampler.steps=4,8", "--cfg", "job"], "error: --cfg shows one job's config, -m runs a sweep"),
 ])
 def test_command_errors_are_one_line(args, line, tiny_model, tmp_path):
     with pytest.raises(SystemExit) as err:
@@ -155,3 +159,13 @@ def test_one_point_without_m_records_it_and_a_failure_is_one_line(tiny_model, tm
         main([f"model.path={broken}", f"sweep_dir={tmp_path / 'b'}", "task.limit=4"])
     assert str(err.value).startswith("error: point ") and " failed: " in str(err.value) and "\n" not in str(err.value)
     assert SweepStore(tmp_path / "b").records(status="failed")
+
+
+def test_one_point_prints_a_rounded_line_with_its_record_path(tiny_model, tmp_path, capsys):
+    main([*_base(tiny_model, tmp_path), "sampler.steps=4"])
+    out = capsys.readouterr().out
+    (rec,) = SweepStore(tmp_path / "sweep").records()
+    line = [line for line in out.splitlines() if line.startswith("point ")][-1]
+    assert line.startswith(f"point {rec['key']}: exact_match ") and " % (95% CI " in line and " ms, " in line
+    assert line.endswith(f"record {tmp_path / 'sweep' / 'records' / (rec['key'] + '.json')}"), line
+    assert "{'key'" not in out and not re.search(r"\d\.\d{5,}", line)  # no raw dict, no unrounded floats

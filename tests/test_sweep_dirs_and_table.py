@@ -208,3 +208,23 @@ def test_a_local_search_runs_one_trial_at_a_time_on_one_core(tiny_model, tmp_pat
     last = (out.stdout.strip().splitlines() or [""])[-1]
     assert last.startswith("sweep wall time: ")
     assert (tmp_path / "sweep" / "front.csv").exists() and (tmp_path / "sweep" / "front.md").exists()
+
+
+# ------------------------------------------------------------------------------------ a scoring ablation's end
+@pytest.mark.parametrize("n_items, warned", [(12, True), (40, False)])
+def test_scoring_ablation_ends_in_the_paired_comparison_not_a_front(n_items, warned, tmp_path, capsys):
+    """Likelihood vs confidence on the same items: the paired table (with its too-few-items warning there),
+    not a latency front whose hypervolume is 0."""
+    from analysis.synthetic import write_scoring_sweep
+    from sweeps.grid_sweeper import GridSweeper, GridSweeperConf
+
+    root = write_scoring_sweep(tmp_path / "scoring", n_items=n_items)
+    sweeper = GridSweeper(**{k: v for k, v in vars(GridSweeperConf()).items()})
+    sweeper.root = root
+    sweeper.report_end(0.0)
+    out = capsys.readouterr().out
+    assert "Scoring ablation: likelihood vs confidence" in out and "Δ conf − lik (pts) [95% CI]" in out
+    assert "hypervolume" not in out and not (root / "front.md").exists()
+    assert (root / "scoring_ablation.md").read_text() in out
+    assert ("warning: too few items: 3 of 3 pairs have fewer than 30 paired items" in out) == warned, out
+    assert f"scoring ablation {root / 'scoring_ablation.md'}" in out

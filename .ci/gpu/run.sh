@@ -53,6 +53,6 @@ else
   done
 fi
 
-timeout 120 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_bench.py tests/test_model.py 2>&1 \
+timeout 120 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu_bench.py tests/test_graphs.py tests/test_model.py 2>&1 \
   | tee "$OUT/gpu_tests.log"
 $PY -m illada.benchmarks.gpu --out "$OUT/gpu_cuda.md" --install-log "$log" "$@" 2>&1 | tee "$OUT/gpu_run.log"

@@ -139,9 +139,16 @@ class Roofline:
     def memory_seconds(self, cfg: ModelConfig, dtype: torch.dtype) -> float:
         return self.matmul_parameters(cfg) * (torch.finfo(dtype).bits // 8) / self.bandwidth
 
+    @classmethod
+    def active_parameters(cls, cfg: ModelConfig) -> int:
+        """Weights one token multiplies with: a mixture of experts runs only ``experts_per_token`` of its experts
+        (every expert's weights are still read once a batch routes to all of them: ``matmul_parameters``)."""
+        idle = (cfg.n_experts - cfg.experts_per_token) * 3 * cfg.dim * cfg.ffn_dim * cfg.n_layers if cfg.is_moe else 0
+        return cls.matmul_parameters(cfg) - idle
+
     def compute_seconds(self, cfg: ModelConfig, batch: int, seq: int, kv_len: int | None = None) -> float:
         """FLOPs of ``seq`` fed tokens per row attending over ``kv_len`` keys (default ``seq``) / matmul peak."""
-        dense = 2 * batch * seq * self.matmul_parameters(cfg)
+        dense = 2 * batch * seq * self.active_parameters(cfg)
         attention = 4 * batch * seq * (kv_len or seq) * cfg.n_heads * cfg.head_dim * cfg.n_layers
         return (dense + attention) / self.flops
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m illada.benchmarks.readme [--doc README.md ...] [--keep DIR] [--all]
 
-The commands are read from the ```bash and ```python blocks of README.md, ablations/README.md and sweeps/README.md
+The commands are read from the ```bash and ```python blocks of README.md, ablations/README.md, sweeps/README.md
+and docs/*.md
 (the same extraction tests/test_readme_examples.py runs, so README and measurement cannot drift). Each doc runs in
 document order in its own fresh directory (a later command reads what an earlier one wrote, e.g. the report reads
 the sweep), with `.venv` linked into it, so `.venv/bin/illada-sweep ...` and `runs/sweeps/<name>` mean what they
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ("README.md", "ablations/README.md", "sweeps/README.md")
+DOCS = ("README.md", "ablations/README.md", "sweeps/README.md",
+        *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 
 # Why a command is not run here; the first pattern that matches the command's text wins.
 SKIPS: tuple[tuple[str, str], ...] = (

@@ -54,7 +54,7 @@ class GenerationResult:
 
 
 # cache modes beyond Fast-dLLM's prefix/dual: name -> class(model, settings, attention_mask), called per step as
-# (x, start, end, step) -> (logits, offset) (see /work/notes/cache_api.md and illada/sampling/dkv_cache.py)
+# (x, start, end, step) -> (logits, offset) (see illada/sampling/dkv_cache.py)
 # A class with ``spans_blocks = True`` (d2Cache) is built once per generate() and kept across blocks; one with an
 # ``after_step(x, window_start, commit)`` method sees each step's commits.
 CACHE_CLASSES: dict[str, type] = {"dkv": DKVCache, "dllm": DLLMCache, "d2cache": D2Cache}
@@ -364,10 +364,16 @@ def _check_inputs(model, prompt_ids: torch.Tensor, s: SamplerSettings, attention
         raise ValueError(f"SamplerSettings.cache={s.cache!r} needs a model with a KV cache (new_kv_cache); "
                          f"{type(model).__name__} has none")
     s.check_batch(prompt_ids.shape[0])
-    if s.cache != "none" and getattr(config, "logits_shift", False):
+    check_cache_logits(s.cache, getattr(config, "logits_shift", False))
+
+
+def check_cache_logits(cache: str, logits_shift: bool, field: str = "SamplerSettings.cache") -> None:
+    """Refuse a KV cache on a model whose head shifts its logits (``ModelConfig.logits_shift``, e.g. Dream);
+    ``field`` names the setting in the error (a sweep names its override)."""
+    if cache != "none" and logits_shift:
         # A shifted head reads each position's predecessor: the first column of a cached slice (and every column
         # of a scattered one) has none in its forward, so its logits would predict the wrong token. Fast-dLLM's
         # Dream code decodes those from the block-start forward; illada does not (yet), so it refuses.
-        raise ValueError(f"SamplerSettings.cache={s.cache!r} needs unshifted logits; this model shifts them "
+        raise ValueError(f"{field}={cache!r} needs unshifted logits; this model shifts them "
                          "(logits_shift, e.g. Dream): use cache='none'")
 

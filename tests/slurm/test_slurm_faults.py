@@ -92,8 +92,9 @@ def test_driver_restarted_while_its_old_array_runs_evaluates_each_point_once(tin
     # The old driver dies, its job lives on (held still by `scontrol suspend` while the new driver's job
     # runs, so that both surely overlap): the new job leaves the point the old one holds to it, waits for
     # its record, and the old job, resumed, finds every other point recorded.
+    # a suspended job's heartbeat is silent too: a bound longer than the test keeps its point its own
     args = _args(tiny_model, tmp_path, "sampler.seed=0,1", "sampler.steps=8,4", "sampler.block_length=8,4,2",
-                 "hydra.sweeper.points_per_job=12")
+                 "hydra.sweeper.points_per_job=12", "hydra.sweeper.stale_after_s=3600")
     old = _driver(args)
     store = SweepStore(tmp_path)
     job_id = _wait_for(lambda: _a_marker(store), 300, "the old driver's job to start a point")["job_id"]
