@@ -36,7 +36,8 @@ from typing import Iterable
 import pandas as pd
 
 from illada.records import KEY_NEUTRAL, CorruptFileError, read_json, read_summary
-from illada.store import PLAN_FILE, SweepStore
+from illada.store import PLAN_FILE, SUMMARY_MIN_RECORDS, SweepStore
+from illada.summary import SUMMARY_DIR, listing, summarise
 
 #: bump when the frame's columns change, so caches written by an older loader are rebuilt
 CACHE_VERSION = 5
@@ -78,7 +79,7 @@ def record_files(sweep_dir: str | Path) -> list[Path]:
     if records.is_dir():
         return sorted(records.glob("*.json"))
     # records written straight into a folder; skip our own cache and the store's non-record folders
-    skip = {CACHE_DIR, "points", "running", "jobs", "archive", "logs"}
+    skip = {CACHE_DIR, SUMMARY_DIR, "points", "running", "jobs", "archive", "logs"}
     return sorted(p for p in root.rglob("*.json")
                   if not skip & set(p.relative_to(root).parts[:-1]) and '"schema"' in _head(p))
 
@@ -157,8 +158,8 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame(columns=columns)
 
 
-def _build(root: Path) -> Sweeps:
-    unreadable: list[dict] = []
+def _read_records(root: Path, unreadable: list[dict]) -> list[dict]:
+    """The records of :func:`record_files`, read one by one, with their paths."""
     records = []
     for path in record_files(root):
         try:
@@ -172,6 +173,36 @@ def _build(root: Path) -> Sweeps:
         items = path.with_name(f"{path.stem}.items.parquet")
         rec["items_path"] = str(items) if items.exists() else None
         records.append(rec)
+    return records
+
+
+def _record_summaries(root: Path, unreadable: list[dict]) -> list[dict] | None:
+    """The records of a large sweep (``records/``, :data:`~illada.store.SUMMARY_MIN_RECORDS` and more) from
+    their columnar summary (:mod:`illada.summary`), with their paths; None for other sweeps."""
+    folder = root / "records"
+    files = listing(folder)
+    if len(files) < SUMMARY_MIN_RECORDS:
+        return None
+    summary = summarise(root, "records")
+    unreadable.extend(_unreadable(e, "record") for e in summary.unreadable)
+    names = {e.name for e in os.scandir(folder)}
+    records = []
+    for name, rec in summary.objects().items():
+        if not isinstance(rec.get("status"), str):
+            unreadable.append(_unreadable(CorruptFileError(folder / name, "no 'status' field"), "record"))
+            continue
+        items = f"{name[:-5]}.items.parquet"
+        rec["record_path"] = str(folder / name)
+        rec["items_path"] = str(folder / items) if items in names else None
+        records.append(rec)
+    return records
+
+
+def _build(root: Path) -> Sweeps:
+    unreadable: list[dict] = []
+    records = _record_summaries(root, unreadable)
+    if records is None:
+        records = _read_records(root, unreadable)
     labels = _labels(root, unreadable)
     for rec in records:
         rec["label"] = labels.get(rec.get("key"), "")
@@ -206,6 +237,12 @@ def _labels(root: Path, unreadable: list[dict]) -> dict[str, str]:
     if not folder.is_dir():
         return {}
     out = {}
+    if len(listing(folder)) >= SUMMARY_MIN_RECORDS:  # a large sweep: from the plans' columnar summary
+        summary = summarise(root, "points")
+        unreadable.extend(_unreadable(e, "plan") for e in summary.unreadable)
+        for name, plan in summary.objects().items():
+            out[plan.get("key", name[:-5])] = " ".join(plan.get("overrides", []))
+        return out
     for p in sorted(folder.glob("*.json")):
         try:
             plan = read_json(p)

@@ -63,7 +63,8 @@ def generation_grid(n_points: int) -> Iterator[tuple[str, str, dict]]:
         yield task, model, {**sampler, "seed": i // len(combos)}
 
 
-def _generation_point(task: str, model: str, sampler: dict, latent: np.ndarray, rng: np.random.Generator):
+def _generation_point(task: str, model: str, sampler: dict, latent: np.ndarray, rng: np.random.Generator,
+                      items: bool = True):
     s = SamplerSettings(mask_id=MASK_ID, gen_length=GEN_LENGTH, **sampler)
     if s.threshold is not None:
         nfe = GEN_LENGTH * (1.1 - s.threshold) / 2.5 + GEN_LENGTH / s.block_length
@@ -82,9 +83,10 @@ def _generation_point(task: str, model: str, sampler: dict, latent: np.ndarray, 
             "latency_p50_s": 16 * seconds, "latency_p95_s": 17 * seconds,
             "load_seconds": 12.0, "peak_memory_bytes": int(17.5 * 2**30), "peak_memory_kind": "cuda_max_allocated"}
     settings = _settings(task, model, len(latent), {"method": "generate", "sampler": asdict(s)})
-    items = pd.DataFrame({"id": [f"{task}-{i}" for i in range(len(latent))], "completion": "", "reference": "",
-                          "exact_match": outcomes, "nfe": int(nfe), "answer_tokens": 180, "latency_s": 16 * seconds})
-    return _summary(settings, outcomes, cost, "exact_match"), items
+    table = None if not items else pd.DataFrame({
+        "id": [f"{task}-{i}" for i in range(len(latent))], "completion": "", "reference": "",
+        "exact_match": outcomes, "nfe": int(nfe), "answer_tokens": 180, "latency_s": 16 * seconds})
+    return _summary(settings, outcomes, cost, "exact_match"), table
 
 
 def write_generation_sweep(root: str | Path, n_points: int = 200, n_items: int = 50, seed: int = 0,
@@ -105,6 +107,35 @@ def write_generation_sweep(root: str | Path, n_points: int = 200, n_items: int =
             table = None
         write_record(store.records_dir, summary, table if items else None)
     return Path(root)
+
+
+def write_generation_records(root: str | Path, n_points: int, failures: int = 0, n_items: int = 50,
+                             seed: int = 0) -> Path:
+    """The records, planned points and current plan of :func:`write_generation_sweep` (no per-item tables),
+    written as plain files: no atomic rename and no fsync per file, so that a benchmark can write 50,000
+    records in seconds. Not for anything a crash must not damage."""
+    import json
+
+    root = Path(root)
+    for folder in ("records", "points"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    latent = rng.random(n_items)
+    keys = []
+    for i, (task, model, sampler) in enumerate(generation_grid(n_points + failures)):
+        summary, _ = _generation_point(task, model, sampler, latent, rng, items=False)
+        key = summary["key"]
+        overrides = [f"task={task}", f"model={model}"] + [f"sampler.{k}={v}" for k, v in sampler.items()]
+        if i >= n_points:
+            summary.update(status="failed", quality=None, cost=None, error={
+                "type": "OutOfMemoryError", "message": "CUDA out of memory. Tried to allocate 2.00 GiB",
+                "log_path": str(root / "logs" / f"{i}_0_log.err"), "traceback": "..."})
+        (root / "points" / f"{key}.json").write_text(json.dumps(
+            {"key": key, "overrides": overrides, "fixed": [], "settings": summary["settings"]}, indent=2))
+        (root / "records" / f"{key}.json").write_text(json.dumps(summary, indent=2, default=str))
+        keys.append(key)
+    SweepStore(root).set_current_plan(keys)
+    return root
 
 
 def write_scoring_sweep(root: str | Path, n_items: int = 300, seed: int = 0, model: str = "illada-8b-base") -> Path:

@@ -38,7 +38,7 @@ import statistics
 import sys
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
@@ -94,8 +94,9 @@ class ResolvedPoint:
     scorer: ScoringSettings | None
     settings: dict[str, Any]
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """The content hash of ``settings`` (:func:`illada.records.settings_key`), computed once."""
         return settings_key(self.settings)
 
 
@@ -155,13 +156,19 @@ def resolve(point: Point, special_ids: SpecialIds | None = None, max_seq_len: in
         sampler = sampler_settings(point.sampler, special_ids, max_seq_len)
         sampler.check_batch(point.batch_size)
         check_cache_logits(sampler.cache, logits_shift, field="sampler.cache")
-        settings.update(method="generate", sampler=asdict(sampler))
+        settings.update(method="generate", sampler=_flat_fields(sampler))
         return ResolvedPoint(point, kind, sampler, None, None, settings)
     if point.sampler:
         raise ValueError(f"sampler={dict(point.sampler)!r}: task {task_name!r} is multiple choice; use scorer")
     name, scoring = scorer_settings(point.scorer, special_ids)
-    settings.update(method="score", scorer={"name": name, **asdict(scoring)})
+    settings.update(method="score", scorer={"name": name, **_flat_fields(scoring)})
     return ResolvedPoint(point, kind, None, name, scoring, settings)
+
+
+def _flat_fields(settings: SamplerSettings | ScoringSettings) -> dict[str, Any]:
+    """``asdict`` of a settings object whose fields are scalars, enums and tuples, without its deep copy
+    (a sweep resolves tens of thousands of points)."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}
 
 
 LM_EVAL_PREFIX = "lm_eval:"
@@ -184,12 +191,27 @@ def task_kind(task: str) -> str:
 
 
 def sampler_settings(values: Mapping[str, Any], special_ids: SpecialIds, max_seq_len: int) -> SamplerSettings:
-    """The :class:`SamplerSettings` of a point's ``sampler`` values (ids from the model); errors name the field."""
+    """The :class:`SamplerSettings` of a point's ``sampler`` values (ids from the model); errors name the field.
+    Each distinct set of values is validated once (the settings are frozen): a sweep's seeds, tasks and
+    models share a few sampler settings among thousands of points."""
+    items = tuple((k, type(v), v) for k, v in sorted(values.items()))  # typed: True == 1 == 1.0 as keys
+    try:
+        hash(items)
+    except TypeError:  # a list or dict value: validated every time
+        return _sampler_settings(items, special_ids, max_seq_len)
+    return _sampler_settings_once(items, special_ids, max_seq_len)
+
+
+def _sampler_settings(items: tuple, special_ids: SpecialIds, max_seq_len: int) -> SamplerSettings:
+    values = {k: v for k, _, v in items}
     _reject_unknown("sampler", values, SAMPLER_FIELDS)
     sampler = SamplerSettings(mask_id=special_ids.mask, eos_id=special_ids.eos, eot_id=special_ids.eot, **dict(values))
     if sampler.gen_length > max_seq_len:
         raise ValueError(f"sampler.gen_length={sampler.gen_length}: beyond the model's maximum length {max_seq_len}")
     return sampler
+
+
+_sampler_settings_once = functools.lru_cache(maxsize=65536)(_sampler_settings)  # errors are not cached
 
 
 def scorer_settings(values: Mapping[str, Any], special_ids: SpecialIds) -> tuple[str, ScoringSettings]:

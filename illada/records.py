@@ -89,22 +89,53 @@ def settings_key(settings: dict[str, Any]) -> str:
 def _without_neutral(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` less the :data:`KEY_NEUTRAL` fields that have their neutral value (the input is left
     intact: only the dictionaries on a removed field's path are copied)."""
+    return _drop_neutral(settings, _neutral_tree())
+
+
+_TREE: list[Any] = [None, None]  # (the KEY_NEUTRAL it was built from, the tree)
+
+
+def _neutral_tree() -> dict[str, Any]:
+    """:data:`KEY_NEUTRAL` as nested dictionaries (one walk of the settings drops every neutral field);
+    a leaf is wrapped in a tuple, so that a neutral value that is itself a dict is not taken for a branch.
+    Rebuilt when ``KEY_NEUTRAL`` is replaced."""
+    if _TREE[0] is KEY_NEUTRAL:
+        return _TREE[1]
+    tree: dict[str, Any] = {}
     for path, neutral in KEY_NEUTRAL.items():
-        settings = _drop_neutral(settings, path.split("."), neutral)
-    return settings
+        *parents, leaf = path.split(".")
+        node = tree
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = (neutral,)
+    _TREE[:] = [KEY_NEUTRAL, tree]
+    return tree
 
 
-def _drop_neutral(settings: dict[str, Any], path: list[str], neutral: Any) -> dict[str, Any]:
-    head, *rest = path
-    if head not in settings:
-        return settings
-    if not rest:
-        return {k: v for k, v in settings.items() if k != head} if _same(settings[head], neutral) else settings
-    child = settings[head]
-    if not isinstance(child, dict):
-        return settings
-    new = _drop_neutral(child, rest, neutral)
-    return settings if new is child else {**settings, head: new}
+def _drop_neutral(settings: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    out = None
+    for name, sub in tree.items():
+        if name not in settings:
+            continue
+        value = settings[name]
+        if isinstance(sub, tuple):
+            new = _ABSENT if _same(value, sub[0]) else value
+        elif isinstance(value, dict):
+            new = _drop_neutral(value, sub)
+        else:
+            continue
+        if new is value:
+            continue
+        if out is None:
+            out = dict(settings)
+        if new is _ABSENT:
+            del out[name]
+        else:
+            out[name] = new
+    return settings if out is None else out
+
+
+_ABSENT = object()
 
 
 def _same(value: Any, neutral: Any) -> bool:

@@ -21,8 +21,8 @@ Names are dotted paths into :class:`Point` (``sampler.*``, ``scorer.*`` or a top
 start with ``_`` are switches the search uses only for conditions. ``when`` maps switch names to a value or
 a list of values; a conditional parameter is only suggested when its condition holds.
 
-Each trial is a point the study has not evaluated yet: the sampler proposes on a throw-away in-memory copy of
-the study, a proposal whose point was evaluated (or is in flight, or is invalid) is asked again, and once the
+Each trial is a point the study has not evaluated yet: the sampler proposes on an in-memory copy of the study
+(kept up to date, not rebuilt for each proposal), a proposal whose point was evaluated (or is in flight, or is invalid) is asked again, and once the
 sampler keeps repeating itself the unevaluated point of the discrete grid nearest to its proposal is taken;
 only the chosen point becomes a trial of the study (enqueued). A point is met again only once none is left
 (a repeat: told from its record, not an evaluation). A resumed search continues the sampler's sequence (its
@@ -539,6 +539,8 @@ class ParetoSearch:
         self._points: dict[tuple, tuple[ResolvedPoint, list[str]] | Exception] = {}  # memo of _resolve
         self._evaluated: dict[str, int] = {}  # point key -> the first trial of the study that evaluated it
         self._grid: list[dict[str, Any]] | None = None
+        self._probe: optuna.Study | None = None  # what the sampler proposes on (see _probe_study)
+        self._probe_ids: dict[int, tuple[int, TrialState]] = {}  # trial number -> its copy's id and state
 
     # ---------------------------------------------------------------------------------------- study
     def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -680,6 +682,7 @@ class ParetoSearch:
         start = time.perf_counter()
         self.check_space()
         study = self.study()
+        self._probe = None  # copied afresh from this study
         res = SearchResult(study)
         in_flight: dict[str, _InFlight] = {}
         executor = self.executor if self.executor is not None else _InProcess()
@@ -795,30 +798,61 @@ class ParetoSearch:
         has evaluated, or every point of the discrete grid is evaluated).
 
         The sampler (seeded by :func:`resume_seed` for the study as it is now) proposes on an in-memory copy
-        of the study, so that a rejected proposal leaves no trial behind; a proposal whose point is invalid or
+        of the study (:meth:`_probe_study`), so that a rejected proposal leaves no trial behind; a proposal whose point is invalid or
         evaluated already is asked again. After :data:`MAX_PROPOSALS` rejections the unevaluated point of the
         discrete grid nearest to the last proposal is taken instead; when none is left, the last proposal."""
         trials = study.get_trials(deepcopy=False)
-        probe = _scratch_study(study.directions, self._make_sampler(len(trials)))
-        probe.add_trials([t for t in trials if t.state != TrialState.WAITING])
+        probe = self._probe_study(study, trials)
         values: dict[str, Any] = {}
         noted: dict[str, Any] = {}
         new: bool | None = None
-        for _ in range(MAX_PROPOSALS):
-            trial = probe.ask()
-            values = suggest(trial, self.params)
-            noted = {k: v for k, v in trial.storage.get_trial_system_attrs(trial._trial_id).items()
-                     if k != "fixed_params"}
-            new = self._is_new(values)
-            if new:
-                return values, noted, False
-            probe.tell(trial, state=TrialState.FAIL)  # a failed trial: the samplers do not learn from it
+        asked: list[int] = []
+        try:
+            for _ in range(MAX_PROPOSALS):
+                trial = probe.ask()
+                asked.append(trial._trial_id)
+                values = suggest(trial, self.params)
+                noted = {k: v for k, v in trial.storage.get_trial_system_attrs(trial._trial_id).items()
+                         if k != "fixed_params"}
+                new = self._is_new(values)
+                if new:
+                    return values, noted, False
+                probe.tell(trial, state=TrialState.FAIL)  # a failed trial: the samplers do not learn from it
+        finally:
+            _forget_proposals(probe, asked)  # the chosen one comes back as the study's trial
         left = self._unevaluated_near(values, len(trials))
         if left:
             return left, noted, False
         # no new point: the grid has none left, or the sampler repeats itself (an invalid last proposal of a
         # space without a grid becomes an invalid trial, as the sampler gave it)
         return values, noted, bool(self._grid) or new is False
+
+    def _probe_study(self, study: optuna.Study, trials: Sequence[optuna.trial.FrozenTrial]) -> optuna.Study:
+        """The in-memory copy of ``study`` the sampler proposes on, with a sampler seeded for ``trials``. Kept
+        for the whole run and brought up to date before each proposal: the study's new trials are copied (its
+        WAITING ones once they are asked) and those that finished since are finished in the copy, with their
+        attributes; copying the whole study for each proposal made a search quadratic in its trials. Proposals
+        are taken out of it again (:func:`_forget_proposals`): it holds what a fresh copy would."""
+        if self._probe is None:
+            self._probe = _scratch_study(study.directions, self._make_sampler(len(trials)))
+            self._probe_ids.clear()
+        storage, study_id = self._probe._storage, self._probe._study_id
+        storage._studies[study_id].system_attrs.clear()  # samplers' caches (NSGA-II's parents), as in a fresh copy
+        for t in trials:
+            if t.state == TrialState.WAITING:
+                continue
+            copied = self._probe_ids.get(t.number)
+            if copied is None:
+                self._probe_ids[t.number] = (storage.create_new_trial(study_id, template_trial=t), t.state)
+            elif copied[1] != t.state:  # finished since it was copied (a copy is never finished twice)
+                for name, value in t.system_attrs.items():
+                    storage.set_trial_system_attr(copied[0], name, value)
+                for name, value in t.user_attrs.items():
+                    storage.set_trial_user_attr(copied[0], name, value)
+                storage.set_trial_state_values(copied[0], t.state, t.values)
+                self._probe_ids[t.number] = (copied[0], t.state)
+        self._probe.sampler = self._make_sampler(len(trials))
+        return self._probe
 
     def _unevaluated_near(self, proposal: Mapping[str, Any], n_trials: int) -> dict[str, Any] | None:
         """The valid point of the discrete grid nearest to the sampler's ``proposal`` (fewest parameters
@@ -983,6 +1017,20 @@ def _scratch_study(directions: Sequence[optuna.study.StudyDirection],
     finally:
         quiet.setLevel(level)
     return optuna.Study("proposals", storage, sampler=sampler)
+
+
+def _forget_proposals(probe: optuna.Study, trial_ids: Sequence[int]) -> None:
+    """Take the last trials of an in-memory study (the proposals of one :meth:`ParetoSearch._propose`) out of
+    it, so that it holds the real study's trials only, numbered as they are, as a copy made afresh would.
+    Optuna's storages have no public way to delete a trial."""
+    storage = probe._storage
+    assert isinstance(storage, optuna.storages.InMemoryStorage)
+    with storage._lock:
+        trials = storage._studies[probe._study_id].trials
+        for trial_id in reversed(trial_ids):
+            assert trials[-1]._trial_id == trial_id
+            trials.pop()
+            del storage._trial_id_to_study_id_and_number[trial_id]
 
 
 def _point_attr(point: Point) -> dict[str, Any]:

@@ -103,17 +103,27 @@ def register_ablations(directory: Path = ABLATIONS_DIR) -> list[str]:
     return names
 
 
+#: The config nodes a :class:`Point` is made of (:func:`point_of` reads nothing else).
+POINT_NODES = ("model", "task", "sampler", "scorer", "seed", "batch_size", "threads")
+
+
 def to_point(cfg: DictConfig) -> Point:
     """The :class:`Point` a composed config describes; the task's kind picks ``sampler`` or ``scorer``."""
-    task = f"{LM_EVAL_PREFIX}{cfg.task.name}" if cfg.task.get("lm_eval") else cfg.task.name
-    generation = task_kind(task) == GENERATION
-    container = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
-    return Point(model=str(cfg.model.path), task=task, split=cfg.task.split, limit=cfg.task.limit,
-                 seed=cfg.seed, num_fewshot=cfg.task.num_fewshot, data_path=cfg.task.data_path,
-                 sampler=container(cfg.sampler) if generation else {},
-                 scorer={} if generation else container(cfg.scorer), chat=cfg.model.chat,
-                 dtype=cfg.model.dtype, attn_backend=cfg.model.attn_backend, batch_size=cfg.batch_size,
-                 device=cfg.model.device, threads=cfg.get("threads", 1))  # threads is part of the key
+    return point_of({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                     for k in POINT_NODES if k in cfg})
+
+
+def point_of(values: dict) -> Point:
+    """The :class:`Point` of a composed config's :data:`POINT_NODES` as plain (resolved) values."""
+    model, task = values["model"], values["task"]
+    name = f"{LM_EVAL_PREFIX}{task['name']}" if task.get("lm_eval") else task["name"]
+    generation = task_kind(name) == GENERATION
+    return Point(model=str(model["path"]), task=name, split=task["split"], limit=task["limit"],
+                 seed=values["seed"], num_fewshot=task["num_fewshot"], data_path=task["data_path"],
+                 sampler=values.get("sampler") or {} if generation else {},
+                 scorer={} if generation else values.get("scorer") or {}, chat=model["chat"],
+                 dtype=model["dtype"], attn_backend=model["attn_backend"], batch_size=values["batch_size"],
+                 device=model["device"], threads=values.get("threads", 1))  # threads is part of the key
 
 
 _FIELD = re.compile(r"^(?:(SamplerSettings|ScoringSettings)\.)?([A-Za-z_][\w.]*)\s*(?:=|\s)")

@@ -115,7 +115,7 @@ class GridSweeper(IlladaSweeper):
         for i, combo in enumerate(combos):
             own = list(combo)
             try:
-                resolved = self.validate(self.compose(fixed + own))
+                resolved = self.validate_point(self.point(fixed + own))
             except UnknownSettingError:  # a typo: every point has it, no point is worth running
                 raise
             except (ValueError, OSError, DeviceUnavailableError) as e:
@@ -157,7 +157,7 @@ class GridSweeper(IlladaSweeper):
         from illada.store import CORRUPT, FAILED, MISSING
 
         c = self.conf
-        states = {p.resolved.key: store.state(p.resolved.key) for p in plan.points}
+        states = store.states(p.resolved.key for p in plan.points)
         runs = {MISSING, CORRUPT} | ({FAILED} if c["rerun_failed"] else set())
         todo = [p for p in plan.points if states[p.resolved.key] in runs]
         jobs = len(group_points([p.resolved for p in todo], c["points_per_job"]))

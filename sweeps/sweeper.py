@@ -23,7 +23,7 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
@@ -31,10 +31,12 @@ from hydra.core.plugins import Plugins
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import AnyNode, DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from sweeps.expand import SweepError, check_writable, os_error_line, to_point, unknown_setting
+from illada.evaluate import Point, ResolvedPoint
+from sweeps.expand import (POINT_NODES, SweepError, check_writable, os_error_line, point_of, to_point,
+                           unknown_setting)
 from sweeps.launchers import INPROCESS, cluster_of, submitit_executor
 
 log = logging.getLogger(__name__)
@@ -67,9 +69,30 @@ def local_job_cap(threads: int | None) -> tuple[int, int, int]:
     return max(1, cores // per_job), cores, per_job
 
 
-def _is_value_override(o: Override) -> bool:
-    """``a.b=value`` on an existing key: applied to a copy instead of composing again."""
-    return o.type == OverrideType.CHANGE and "." in o.key_or_group and not o.key_or_group.startswith("hydra.")
+def _is_value_override(o: Override, is_group: Callable[[str], bool]) -> bool:
+    """``key=value`` on a config key (not a config group): Hydra applies it to the composed config, so it is
+    applied to a copy instead of composing again (Hydra's own rule, ``defaults_list.Overrides``)."""
+    return (o.type == OverrideType.CHANGE and o.package is None and o.key_or_group.split(".")[0] != "hydra"
+            and not is_group(o.key_or_group) and not isinstance(o.value(), dict))
+
+
+def _plain_value(value: Any) -> bool:
+    """A value an override sets as it is: a scalar that is no interpolation (those are resolved by OmegaConf)."""
+    return value is None or isinstance(value, (bool, int, float)) or (isinstance(value, str) and "${" not in value)
+
+
+def _has_interpolation(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_interpolation(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_interpolation(v) for v in value)
+    return isinstance(value, str) and "${" in value
+
+
+def _set_path(values: dict, path: list[str], value: Any) -> dict:
+    """``values`` with ``path`` set to ``value``, copying only the dictionaries on the path."""
+    head, *rest = path
+    return {**values, head: _set_path(values[head], rest, value) if rest else value}
 
 
 class IlladaSweeper(Sweeper):
@@ -83,6 +106,13 @@ class IlladaSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.launcher = None
         self._composed: dict[tuple[str, ...], DictConfig] = {}
+        self._plain: dict[tuple[str, ...], dict | None] = {}  # a composition's POINT_NODES, when interpolation-free
+        self._parsed: dict[str, Override] = {}
+        self._groups: dict[str, bool] = {}
+        self._values: dict[str, bool] = {}
+        self._setting: dict[str, tuple[list[str], Any]] = {}  # a value override's path and value
+        self._nodes: dict[tuple[tuple[str, ...], str], bool] = {}  # (composition, key): an untyped node
+        self._parser: OverridesParser | None = None
         self._described: dict[str, tuple] = {}
         self.root: Path | None = None  # the sweep's results store, once known
         self.adhoc: Path | None = None  # an unnamed sweep's own directory
@@ -130,25 +160,52 @@ class IlladaSweeper(Sweeper):
 
     def parser(self) -> OverridesParser:
         assert self.hydra_context is not None
-        return OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        if self._parser is None:
+            self._parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        return self._parser
+
+    def _parse(self, overrides: Sequence[str]) -> list[Override]:
+        """Parsed overrides; each distinct one is parsed once (a grid repeats each value in many points)."""
+        missing = [o for o in overrides if o not in self._parsed]
+        if missing:
+            self._parsed.update(zip(missing, self.parser().parse_overrides(missing)))
+        return [self._parsed[o] for o in overrides]
+
+    def _is_group(self, key: str) -> bool:
+        if key not in self._groups:
+            assert self.hydra_context is not None
+            self._groups[key] = self.hydra_context.config_loader.repository.group_exists(key)
+        return self._groups[key]
+
+    def _is_value(self, o: Override) -> bool:
+        """:func:`_is_value_override`, decided once per distinct override."""
+        if o.input_line not in self._values:
+            self._values[o.input_line] = _is_value_override(o, self._is_group)
+        return self._values[o.input_line]
+
+    def _structural(self, parsed: list[Override]) -> tuple[str, ...]:
+        return tuple(o.input_line for o in parsed if not self._is_value(o))
+
+    def _composition(self, structural: tuple[str, ...]) -> DictConfig:
+        """The job config of these group choices and other structural overrides, composed once."""
+        assert self.hydra_context is not None and self.config is not None
+        if structural not in self._composed:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(structural))
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]  # what a job's task function gets (Hydra's run_job drops it too)
+            self._composed[structural] = cfg
+        return self._composed[structural]
 
     def compose(self, overrides: Sequence[str]) -> DictConfig:
         """A job's config, as Hydra composes it for these overrides (on top of the master config's Hydra
         overrides), without the ``hydra`` node, as the job's task function gets it. Composed once per distinct
-        set of group choices; plain ``a.b=value`` overrides are applied to a copy as Hydra applies them, which
+        set of group choices; plain ``key=value`` overrides are applied to a copy as Hydra applies them, which
         keeps validating hundreds of points fast."""
-        assert self.hydra_context is not None and self.config is not None
-        parsed = self.parser().parse_overrides(list(overrides))
-        structural = tuple(o.input_line for o in parsed if not _is_value_override(o))
         try:
-            if structural not in self._composed:
-                cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(structural))
-                with read_write(cfg), open_dict(cfg):
-                    del cfg["hydra"]  # what a job's task function gets (Hydra's run_job drops it too)
-                self._composed[structural] = cfg
-            cfg = copy.deepcopy(self._composed[structural])
+            parsed = self._parse(list(overrides))
+            cfg = copy.deepcopy(self._composition(self._structural(parsed)))
             for o in parsed:
-                if not _is_value_override(o):
+                if not self._is_value(o):
                     continue
                 if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
                     raise unknown_setting(o.input_line, o.key_or_group, cfg)
@@ -156,6 +213,53 @@ class IlladaSweeper(Sweeper):
         except (HydraException, OmegaConfBaseException) as e:
             raise SweepError(str(e).strip()) from None
         return cfg
+
+    def point(self, overrides: Sequence[str]) -> Point:
+        """``to_point(compose(overrides))`` without a config per point: each composition's point nodes are
+        taken once as plain values and each point's ``key=value`` overrides set on a copy of them, which is
+        what Hydra's ``OmegaConf.update`` does to an untyped node with a plain value. Interpolations, typed
+        (structured) nodes and non-scalar values take the full path (:meth:`compose`)."""
+        try:
+            parsed = self._parse(list(overrides))
+            structural = self._structural(parsed)
+            values = self._plain_nodes(structural)
+            own = [o for o in parsed if self._is_value(o)]
+            if values is None or not all(self._settable(structural, o) for o in own):
+                return to_point(self.compose(overrides))
+        except (HydraException, OmegaConfBaseException) as e:
+            raise SweepError(str(e).strip()) from None
+        for o in own:
+            path, value = self._setting[o.input_line]
+            if path[0] in values:  # other keys cannot reach the point: its nodes interpolate nothing
+                values = _set_path(values, path, value)
+        return point_of(values)
+
+    def _plain_nodes(self, structural: tuple[str, ...]) -> dict | None:
+        """The composition's :data:`POINT_NODES` as plain values; None when one holds an interpolation."""
+        if structural not in self._plain:
+            cfg = self._composition(structural)
+            values = {k: OmegaConf.to_container(cfg[k], resolve=False) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                      for k in POINT_NODES if k in cfg}
+            self._plain[structural] = None if _has_interpolation(values) else values
+        return self._plain[structural]
+
+    def _settable(self, structural: tuple[str, ...], o: Override) -> bool:
+        """Whether ``o`` sets an existing untyped node of the composition to a plain value (a missing key is a
+        :class:`SweepError`, as :meth:`compose` says it)."""
+        if o.input_line not in self._setting:
+            self._setting[o.input_line] = (o.key_or_group.split("."), o.value())
+        if not _plain_value(self._setting[o.input_line][1]):
+            return False
+        key = (structural, o.key_or_group)
+        if key not in self._nodes:
+            cfg = self._composition(structural)
+            if OmegaConf.select(cfg, o.key_or_group, default=_ABSENT) is _ABSENT:
+                raise unknown_setting(o.input_line, o.key_or_group, cfg)
+            parent_key, _, leaf = o.key_or_group.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            node = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+            self._nodes[key] = isinstance(node, AnyNode)
+        return self._nodes[key]
 
     def sweep_root(self, base: DictConfig, write: bool = True) -> Path:
         """The absolute results store (jobs may start in another working directory). With ``write``, checked
@@ -167,9 +271,13 @@ class IlladaSweeper(Sweeper):
             check_writable(self.root)
         return self.root
 
-    def validate(self, cfg: DictConfig):
-        """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes; raises ``ValueError``,
-        ``OSError`` (a model that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
+    def validate(self, cfg: DictConfig) -> ResolvedPoint:
+        """The :class:`~illada.evaluate.ResolvedPoint` a composed config describes (:meth:`validate_point`)."""
+        return self.validate_point(to_point(cfg))
+
+    def validate_point(self, point: Point) -> ResolvedPoint:
+        """The :class:`~illada.evaluate.ResolvedPoint` of a point; raises ``ValueError``, ``OSError`` (a model
+        that cannot be read) or ``DeviceUnavailableError`` naming the field at fault.
 
         In process (Hydra's basic launcher) this process is the job host, so a point whose device or attention
         backend is not here (``model.device=cuda`` without CUDA, ``flash_attn`` without flash-attn) is invalid;
@@ -177,7 +285,6 @@ class IlladaSweeper(Sweeper):
         from illada.evaluate import model_limits, resolve
         from illada.loading import check_host, resolve_model
 
-        point = to_point(cfg)
         model = resolve_model(point.model)
         if model not in self._described:
             self._described[model] = model_limits(model)
