@@ -60,8 +60,9 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
     accounting row, is recorded as cancelled once two polls in a row find it so (a task that has just ended
     may lack its row for a moment). A job that left the queue and that accounting still does not know after
     ``lost_after_s`` is taken as lost. A job Slurm requeues (preemption, ``scontrol requeue``, submitit's
-    requeue on USR2) stays in the queue: it is waited for and leaves no failure record. A point of a failed job that a live other job holds (another
-    driver of the same sweep) is watched until that job leaves its record.
+    requeue on USR2) stays in the queue: it is waited for and leaves no failure record. A point of a failed
+    job that a live other job holds (another driver of the same sweep) is watched until that job leaves its
+    record.
 
     Progress (:mod:`illada.progress`, on stderr) is counted from the store once per poll."""
     with store_progress(store, [p.key for s in submitted for p in s.group.points]) as progress:

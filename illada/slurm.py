@@ -163,9 +163,11 @@ def requeue_before_handler(signal_name: str = "USR2") -> list[str]:
     return [
         "illada_step=$?  # srun exits 128 + N when a signal N ended the job's step",
         f'if [ "$illada_step" -eq $((128 + $(kill -l {signal_name}))) ]; then',
+        # an array's last task has the array's own id as SLURM_JOB_ID: requeueing that id requeues every task
+        '  illada_task=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
         f'  echo "illada: SIG{signal_name} (the requeue signal) came before the job installed its handler:'
-        ' requeueing job $SLURM_JOB_ID" >&2',
-        '  scontrol requeue "$SLURM_JOB_ID" && sleep 120  # Slurm ends this script as it requeues the job',
+        ' requeueing job ${illada_task:=$SLURM_JOB_ID}" >&2',
+        '  scontrol requeue "$illada_task" && sleep 120  # Slurm ends this script as it requeues the job',
         "fi",
         '(exit "$illada_step")',
     ]

@@ -246,20 +246,24 @@ def test_two_identical_sweeps_started_together_evaluate_each_point_once(tiny_mod
     assert _evaluations(SweepStore(tmp_path)) == 12, outs
 
 
-@pytest.mark.parametrize("step_status, requeued", [(128 + 12, True), (128 + 15, False), (1, False), (0, False)])
-def test_batch_script_requeues_a_job_the_requeue_signal_ended_before_its_handler(tmp_path, step_status, requeued):
+@pytest.mark.parametrize("step_status, array, requeued", [
+    (128 + 12, {}, "42"), (128 + 12, {"SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2"}, "40_2"),
+    (128 + 15, {}, ""), (1, {}, ""), (0, {}, "")])
+def test_batch_script_requeues_a_job_the_requeue_signal_ended_before_its_handler(tmp_path, step_status, array,
+                                                                                 requeued):
     """The lines after the job's srun (its step's exit status as $?): a step ended by SIGUSR2 is requeued
-    (scontrol stubbed here), any other status is the script's own, unchanged."""
+    (scontrol stubbed here), an array task by its task id (an array's last task has the array's id as
+    SLURM_JOB_ID: requeueing that requeues every task); any other status is the script's own, unchanged."""
     (tmp_path / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\n")
     (tmp_path / "scontrol").chmod(0o755)
     script = "\n".join([f"(exit {step_status})", *slurm.requeue_before_handler("USR2")]).replace(
         "sleep 120", "exit 0")
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "SLURM_JOB_ID": "42"})
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "SLURM_JOB_ID": "42", **array})
     calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
-    assert calls == ("requeue 42\n" if requeued else "")
+    assert calls == (f"requeue {requeued}\n" if requeued else "")
     assert out.returncode == (0 if requeued else step_status)
-    assert ("came before the job installed its handler: requeueing job 42" in out.stderr) == requeued
+    assert (f"came before the job installed its handler: requeueing job {requeued}\n" in out.stderr) == bool(requeued)
 
 
 def test_slurm_executor_adds_the_requeue_lines_before_the_users_teardown(tiny_model, tmp_path):

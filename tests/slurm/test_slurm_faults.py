@@ -163,10 +163,12 @@ def _requeued(task: str) -> bool:
 
 def test_requeue_signal_while_a_task_starts_requeues_it_and_its_points_run_in_the_next_attempt(tiny_model, tmp_path):
     # submitit installs its USR2 handler only after unpickling the job (torch, the model code): before, the
-    # signal ended the task FAILED 12:0 with a failure record for each of its points
+    # signal ended the task FAILED 12:0 with a failure record for each of its points. The array's last task
+    # is signalled: its SLURM_JOB_ID is the array's id, and requeueing that id would requeue every task.
     driver = _driver(_args(tiny_model, tmp_path, "sampler.seed=0,1,2,3", "hydra.sweeper.points_per_job=2"))
     try:
-        task = f"{_array(tmp_path, driver)}_0"
+        array = _array(tmp_path, driver)
+        task = f"{array}_1"
         _starting(tmp_path, task)
         subprocess.run(["scancel", "--signal=USR2", task], check=True)
         out, _ = driver.communicate(timeout=600)
@@ -177,6 +179,7 @@ def test_requeue_signal_while_a_task_starts_requeues_it_and_its_points_run_in_th
     assert len(st.done) == 4 and not (st.failed or st.running or st.missing), out
     _wait_for(lambda: _requeued(task), 60, f"sacct to show the run of {task} that was requeued")
     assert (SweepStore(tmp_path).jobs_dir / f"{task}.1.json").exists()  # its points ran in attempt 1
+    assert not _requeued(f"{array}_0")  # only the signalled task
     assert "the requeue signal) came before the job installed its handler" in _log(tmp_path, task)
 
 
