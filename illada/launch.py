@@ -19,7 +19,8 @@ from illada.evaluate import ResolvedPoint, failure_summary
 from illada.interrupts import reraise_interrupt
 from illada.progress import store_progress
 from illada.runner import PointGroup, holder_gone
-from illada.slurm import CANCELLED_PENDING, slurm_accounting, slurm_max_array_size, slurm_queue  # noqa: F401
+from illada.slurm import CANCELLED_PENDING, slurm_accounting, slurm_queue
+from illada.slurm import slurm_max_array_size  # noqa: F401 -- re-exported
 from illada.store import SweepStore
 
 Queue = Callable[[], "set[str] | None"]  # squeue's answer, asked at most once per poll

@@ -27,8 +27,12 @@ from pathlib import Path
 KINDS = ("requeue", "usr2_early", "usr2", "term_early", "term", "cancel_pending", "cancel_running")
 
 
-def _sh(*cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=60)
+def _sh(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The command's outcome; one Slurm does not answer within ``timeout`` seconds fails."""
+    try:
+        return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(list(cmd), 124, "", f"no answer within {timeout:g} s")
 
 
 def _queue(arrays: set[str]) -> dict[str, str]:
@@ -60,6 +64,7 @@ class Injector(threading.Thread):
         super().__init__(daemon=True)
         self.sweep_dir, self.every_s, self.rng, self.kinds = sweep_dir, every_s, random.Random(seed), kinds
         self.injected: collections.Counter[str] = collections.Counter()
+        self.refused: collections.Counter[str] = collections.Counter()  # Slurm answered with an error
         self.log: list[str] = []
         self.stop = threading.Event()
 
@@ -73,15 +78,22 @@ class Injector(threading.Thread):
                    "usr2": ["scancel", "--signal=USR2", task], "term_early": ["scancel", "--signal=TERM", task],
                    "term": ["scancel", "--signal=TERM", task], "cancel_pending": ["scancel", task],
                    "cancel_running": ["scancel", task]}[kind]
-            if _sh(*cmd).returncode == 0:
-                self.injected[kind] += 1
-                self.log.append(f"{time.strftime('%H:%M:%S')} {kind} {task}")
+            # counted even when Slurm answers with an error ("Job can not be altered now"): the signal may
+            # have landed all the same; the log says which
+            # scancel retries for a minute while Slurm answers "Job can not be altered now" (a task starting or
+            # being requeued, often by this very signal): 10 s is enough to have sent it
+            sent = time.strftime('%H:%M:%S')
+            done = _sh(*cmd, timeout=10)
+            self.injected[kind] += 1
+            self.refused[kind] += done.returncode != 0
+            error = (done.stderr.strip().splitlines() or [""])[-1] if done.returncode else ""
+            self.log.append(f"{sent} {kind} {task}" + (f" (refused: {error})" if error else ""))
 
     def _pick(self, kind: str) -> str | None:
         """A task of this sweep in the state the fault needs (for *_early: one that is starting, waited for
-        up to 60 s), or None."""
+        up to 30 s), or None."""
         want = "PENDING" if kind == "cancel_pending" else "RUNNING"
-        deadline = time.monotonic() + (60 if kind.endswith("_early") else 0)
+        deadline = time.monotonic() + (30 if kind.endswith("_early") else 0)
         while not self.stop.is_set():
             tasks = [t for t, state in _queue(_arrays(self.sweep_dir)).items() if state == want and "[" not in t]
             if kind.endswith("_early"):
@@ -170,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| points done at the end | {len(st.done)} of {args.points} ({len(st.failed)} failed, "
           f"{len(st.missing)} missing) |")
     print(f"| faults injected | {sum(injector.injected.values())}: "
-          + ", ".join(f"{k} {injector.injected[k]}" for k in KINDS) + " |")
+          + ", ".join(f"{k} {injector.injected[k]}" for k in KINDS)
+          + (f" ({sum(injector.refused.values())} answered with an error by Slurm, e.g. a task that was ending)"
+             if sum(injector.refused.values()) else "") + " |")
     by_cause = collections.Counter(c for _, c in failures)
     print(f"| failure records | {len(failures)}" + "".join(f"<br>{n} × {c}" for c, n in by_cause.most_common())
           + " |")
