@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4, help="at most this many runs of the sweep command")
     ap.add_argument("--sweep-dir", type=Path, default=Path("/tmp/illada_inject_faults"))
     ap.add_argument("--lost-after-s", type=float, default=120)
+    ap.add_argument("--kinds", default=",".join(KINDS),
+                    help=f"faults to draw from, comma-separated (default: all of {', '.join(KINDS)})")
     args = ap.parse_args(argv)
 
     from illada.store import SweepStore  # the checkout on PYTHONPATH
@@ -151,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                f"hydra.sweeper.points_per_job={args.points_per_job}", "hydra/launcher=submitit_slurm",
                "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=30",
                "hydra.sweeper.poll_s=1", f"hydra.sweeper.lost_after_s={args.lost_after_s:g}"]
-    injector = Injector(args.sweep_dir, args.every_s, args.seed)
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or set(kinds) - set(KINDS):
+        sys.exit(f"error: --kinds {args.kinds!r}: choose among {', '.join(KINDS)}")
+    injector = Injector(args.sweep_dir, args.every_s, args.seed, kinds)
     start = time.monotonic()
     runs = []
     failures: list[tuple[str, str]] = []  # (key, cause) of every failure record any run left
