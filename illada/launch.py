@@ -19,7 +19,8 @@ from illada.evaluate import ResolvedPoint, failure_summary
 from illada.interrupts import reraise_interrupt
 from illada.progress import store_progress
 from illada.runner import PointGroup, holder_gone
-from illada.slurm import slurm_accounting, slurm_max_array_size, slurm_queue  # noqa: F401 -- re-exported
+from illada.slurm import CANCELLED_PENDING, slurm_accounting, slurm_queue
+from illada.slurm import slurm_max_array_size  # noqa: F401 -- re-exported
 from illada.store import SweepStore
 
 Queue = Callable[[], "set[str] | None"]  # squeue's answer, asked at most once per poll
@@ -56,9 +57,13 @@ def collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float = 5
     Each poll asks ``squeue`` once and, for the Slurm jobs that have left the queue without a result,
     ``sacct`` once. A job Slurm accounts as COMPLETED is read; one that ended otherwise (CANCELLED, TIMEOUT,
     OUT_OF_MEMORY, NODE_FAIL, ...) gets its failure records at once, naming that state and exit code, without
-    waiting for a result that will never come. A job that left the queue and that accounting still does not
-    know after ``lost_after_s`` is taken as lost. A point of a failed job that a live other job holds (another
-    driver of the same sweep) is watched until that job leaves its record.
+    waiting for a result that will never come. A task cancelled while pending, which Slurm deletes without an
+    accounting row, is recorded as cancelled once two polls in a row find it so (a task that has just ended
+    may lack its row for a moment). A job that left the queue and that accounting still does not know after
+    ``lost_after_s`` is taken as lost. A job Slurm requeues (preemption, ``scontrol requeue``, submitit's
+    requeue on USR2) stays in the queue: it is waited for and leaves no failure record. A point of a failed
+    job that a live other job holds (another driver of the same sweep) is watched until that job leaves its
+    record.
 
     Progress (:mod:`illada.progress`, on stderr) is counted from the store once per poll."""
     with store_progress(store, [p.key for s in submitted for p in s.group.points]) as progress:
@@ -71,13 +76,18 @@ def _collect(submitted: Sequence[Submitted], store: SweepStore, poll_s: float, l
     pending = list(submitted)
     watched: list[_Orphan] = []
     gone_since: dict[int, float] = {}
+    unaccounted: set[int] = set()  # jobs found cancelled while pending (no sacct row) at the last poll
     while pending or watched:
         waiting = []
         queue = functools.cache(slurm_queue)  # one squeue per poll, for the jobs and the markers alike
+        seen, unaccounted = unaccounted, set()
         for s, ended in _poll(pending, queue):
             if ended is None:
                 waiting.append(s)
                 gone_since.pop(id(s), None)
+            elif CANCELLED_PENDING in ended and id(s) not in seen:  # twice in a row: not accounting's lag
+                unaccounted.add(id(s))
+                waiting.append(s)
             elif ended == "":  # left the queue, unknown to accounting so far
                 if time.monotonic() - gone_since.setdefault(id(s), time.monotonic()) > lost_after_s:
                     watched += _fail(s, store, counts, f"job {s.job.job_id} left the queue and Slurm's accounting "
@@ -117,9 +127,16 @@ def _poll(pending: Sequence[Submitted], queue: Queue) -> list[tuple[Submitted, s
         acc = accounting.get(s.job.job_id)
         if acc is None or not acc.ended:  # accounting lags the queue by a few seconds
             out.append((s, ""))
+        elif acc.note == CANCELLED_PENDING and _started(s):  # it ran: its own row is late, not missing
+            out.append((s, ""))
         else:
             out.append((s, "COMPLETED" if acc.state == "COMPLETED" else str(acc)))
     return out
+
+
+def _started(s: Submitted) -> bool:
+    """Whether the job has started: Slurm creates its log as it starts, a task cancelled while pending has none."""
+    return s.job.paths.stdout.exists() or s.job.paths.stderr.exists()
 
 
 def _finish(s: Submitted, store: SweepStore, counts: dict[str, int], queue: Queue) -> list[_Orphan]:

@@ -30,6 +30,8 @@ def cluster_of(launcher: Any) -> str | None:
 
 def submitit_executor(launcher: Any, folder: str | None = None) -> submitit.AutoExecutor:
     """A submitit executor with the queue settings of a hydra-submitit-launcher launcher (``hydra.launcher.*``).
+    On Slurm its batch script also requeues a job that the requeue signal reached before the job installed
+    its handler (:func:`illada.slurm.requeue_before_handler`).
 
     Making it creates the submitit folder (``folder`` instead of the launcher's), so call it only once the sweep
     is known to be valid."""
@@ -41,6 +43,12 @@ def submitit_executor(launcher: Any, folder: str | None = None) -> submitit.Auto
     init = {f"{cluster}_{k}": params.pop(k) for k in EXECUTOR_INIT_KEYS if k in params}
     executor = submitit.AutoExecutor(folder=folder or own, cluster=cluster, **init)
     generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    if cluster == "slurm":  # requeue-safe from the job's first instruction, not only once submitit's handler is in
+        from submitit.slurm.slurm import SlurmJobEnvironment
+
+        from illada.slurm import requeue_before_handler
+
+        params["teardown"] = requeue_before_handler(SlurmJobEnvironment.USR_SIG) + list(params.get("teardown") or [])
     executor.update_parameters(**{k if k in generic else f"{cluster}_{k}": v for k, v in params.items()})
     return executor
 

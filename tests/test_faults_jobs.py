@@ -171,15 +171,66 @@ def test_a_completed_slurm_job_is_read_and_one_unknown_to_sacct_is_lost_only_aft
         SweepStore(tmp_path).record(lost.key)["error"]["message"]
 
 
-def test_sacct_rows_of_tasks_cancelled_while_pending_name_each_task(monkeypatch):
-    out = "5_0|CANCELLED by 0|0:15\n5_[1-3,7%2]|CANCELLED by 0|0:0\n6|TIMEOUT|0:0\n6_9|RUNNING|0:0\n"
+def _sacct(monkeypatch, out: str) -> None:
     monkeypatch.setattr(slurm.shutil, "which", lambda name: "/usr/bin/" + name)
-    monkeypatch.setattr(slurm.subprocess, "run", lambda cmd, **k: SimpleNamespace(stdout=out, returncode=0,
-                                                                                  args=cmd))
+    monkeypatch.setattr(slurm.subprocess, "run", lambda cmd, **k: SimpleNamespace(stdout=out, returncode=0, args=cmd))
+
+
+def test_sacct_rows_of_tasks_cancelled_while_pending_name_each_task(monkeypatch):
+    _sacct(monkeypatch, "5_0|CANCELLED by 0|0:15\n5_[1-3,7%2]|CANCELLED by 0|0:0\n6|TIMEOUT|0:0\n6_9|RUNNING|0:0\n")
     got = slurm.slurm_accounting(["5_2", "5_7", "6"])
     assert sorted(got) == ["5_0", "5_1", "5_2", "5_3", "5_7", "6", "6_9"]
     assert got["5_7"] == Accounting("CANCELLED", "0:0") and got["5_7"].ended and not got["6_9"].ended
     assert str(got["5_0"]) == "Slurm state CANCELLED, exit code 0:15"
+
+
+def test_a_task_missing_from_the_rows_of_its_array_was_cancelled_while_pending(monkeypatch):
+    """Slurm deletes a pending task cancelled on its own (``scancel 5_3``) without a row: the array's other
+    rows are there, the task's is not. A plain job without a row is still unknown (accounting lags)."""
+    _sacct(monkeypatch, "5_0|RUNNING|0:0\n5_[1-2,4%1]|PENDING|0:0\n")
+    got = slurm.slurm_accounting(["5_3", "5_4", "9", "8_1"])
+    assert got["5_3"].state == "CANCELLED" and got["5_3"].ended and got["5_3"].note == slurm.CANCELLED_PENDING
+    assert "cancelled while pending" in str(got["5_3"])
+    assert got["5_4"] == Accounting("PENDING", "0:0") and "9" not in got and "8_1" not in got
+
+
+@pytest.mark.parametrize("state, exit_code, says", [
+    ("FAILED", "15:0", "(terminated by SIGTERM)"), ("FAILED", "143:0", "(terminated by SIGTERM)"),
+    ("FAILED", "12:0", "(terminated by SIGUSR2)"), ("FAILED", "0:15", "(terminated by SIGTERM)"),
+    ("FAILED", "1:0", ""), ("FAILED", "2:0", ""), ("CANCELLED", "0:15", ""), ("COMPLETED", "0:0", "")])
+def test_accounting_names_the_signal_that_failed_a_job(state, exit_code, says):
+    """A step ended by SIGTERM/SIGUSR2 fails its batch script with srun's 128 + N (sacct: ``N:0``); other small
+    exit codes are ordinary exits, and a cancellation is named as such already."""
+    assert str(Accounting(state, exit_code)) == f"Slurm state {state}, exit code {exit_code}" + (f" {says}" if says
+                                                                                              else "")
+
+
+def test_a_pending_task_cancelled_is_recorded_at_the_second_poll_and_one_that_ran_waits_for_its_row(
+        tmp_path, tiny_model, monkeypatch):
+    """Twice in a row (not accounting's lag) and without a log (Slurm makes it as a task starts): recorded as
+    cancelled then, not after lost_after_s. A task with a log ran: its row is late, it waits for it."""
+    cancelled, ran = points(tiny_model, steps=(8, 4))
+    store = SweepStore(tmp_path)
+    pending = Accounting("CANCELLED", "0:0", note=slurm.CANCELLED_PENDING)
+    recorded_at = []  # the polls at which 7_1 had its record
+
+    def sacct(ids):
+        recorded_at.append(store.has_record(cancelled.key))
+        return {"7_1": pending, "7_2": pending} if len(recorded_at) < 50 else {"7_2": Accounting("FAILED", "15:0")}
+
+    monkeypatch.setattr(launch, "slurm_queue", lambda: set())
+    monkeypatch.setattr(launch, "slurm_accounting", sacct)
+    jobs = [Submitted(_slurm_job(tmp_path, "7_1"), PointGroup(tmp_path, [cancelled])),
+            Submitted(_slurm_job(tmp_path, "7_2"), PointGroup(tmp_path, [ran]))]
+    jobs[1].job.paths.stdout.parent.mkdir(parents=True)
+    jobs[1].job.paths.stdout.write_text("")  # 7_2 started
+    counts = collect(jobs, store, poll_s=0.001, lost_after_s=600)
+    assert counts == {"done": 0, "failed": 2, "skipped": 0, "jobs_failed": 2} and len(recorded_at) == 50
+    assert recorded_at[:3] == [False, False, True]  # recorded at the second poll that found it so
+    assert "job 7_1 ended with Slurm state CANCELLED, exit code 0:0 (cancelled while pending" in \
+        store.record(cancelled.key)["error"]["message"]
+    assert "job 7_2 ended with Slurm state FAILED, exit code 15:0 (terminated by SIGTERM)" in \
+        store.record(ran.key)["error"]["message"]
 
 
 @pytest.mark.slow
@@ -193,3 +244,34 @@ def test_two_identical_sweeps_started_together_evaluate_each_point_once(tiny_mod
     st = SweepStore(tmp_path).status()
     assert len(st.done) == 12 and not (st.failed or st.running or st.missing), outs
     assert _evaluations(SweepStore(tmp_path)) == 12, outs
+
+
+@pytest.mark.parametrize("step_status, array, requeued", [
+    (128 + 12, {}, "42"), (128 + 12, {"SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "2"}, "40_2"),
+    (128 + 15, {}, ""), (1, {}, ""), (0, {}, "")])
+def test_batch_script_requeues_a_job_the_requeue_signal_ended_before_its_handler(tmp_path, step_status, array,
+                                                                                 requeued):
+    """The lines after the job's srun (its step's exit status as $?): a step ended by SIGUSR2 is requeued
+    (scontrol stubbed here), an array task by its task id (an array's last task has the array's id as
+    SLURM_JOB_ID: requeueing that requeues every task); any other status is the script's own, unchanged."""
+    (tmp_path / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    script = "\n".join([f"(exit {step_status})", *slurm.requeue_before_handler("USR2")]).replace(
+        "sleep 120", "exit 0")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "SLURM_JOB_ID": "42", **array})
+    calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
+    assert calls == (f"requeue {requeued}\n" if requeued else "")
+    assert out.returncode == (0 if requeued else step_status)
+    assert (f"came before the job installed its handler: requeueing job {requeued}\n" in out.stderr) == bool(requeued)
+
+
+def test_slurm_executor_adds_the_requeue_lines_before_the_users_teardown(tiny_model, tmp_path):
+    from sweeps.app import grid_sweeper
+    from sweeps.launchers import submitit_executor
+
+    args = [f"model.path={tiny_model}", f"sweep_dir={tmp_path}", "hydra/launcher=submitit_slurm",
+            "+hydra.launcher.teardown=[echo done]"]
+    with grid_sweeper(args) as (sweeper, _):
+        teardown = submitit_executor(sweeper.launcher)._executor.parameters["teardown"]
+    assert teardown == [*slurm.requeue_before_handler("USR2"), "echo done"]

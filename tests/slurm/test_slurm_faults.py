@@ -1,6 +1,7 @@
 """Jobs that Slurm ends early, on a real one-node cluster: every point of a cancelled array gets its failure
 record within a few polls (not one per 15 s), and the record names the state Slurm gives (CANCELLED) and the
-exit code, also for a job cancelled minutes into a sweep (not "left the queue").
+exit code, also for a job cancelled minutes into a sweep (not "left the queue") or while still pending. A
+requeue signal while a task starts requeues it; a SIGTERM fails it only where nothing requeues it.
 
 Run with ``-s`` to see the figures: ``ILLADA_SLURM_KEEP=1 pytest -s -m slurm tests/slurm/test_slurm_faults.py``.
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from illada.slurm import slurm_accounting, slurm_queue
 from illada.store import SweepStore
-from tests.slurm.test_slurm_sweeps import SLURM, _driver, _wait_for
+from tests.slurm.test_slurm_sweeps import SLURM, _command, _driver, _wait_for
 from tests.sweep_fixtures import tiny_model  # noqa: F401 -- fixture
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
@@ -129,3 +131,112 @@ def _suspend_holding_a_point(job_id: str, store: SweepStore) -> dict:
         subprocess.run(["scontrol", "resume", job_id], check=True)
         time.sleep(0.3)
     raise AssertionError(f"job {job_id} never held a point when suspended")
+
+
+def _array(sweep_dir: Path, driver: subprocess.Popen) -> str:
+    """The id of the sweep's (first) job array, once submitted (submitit makes a folder per task)."""
+    def submitted() -> str | None:
+        if driver.poll() is not None:
+            raise AssertionError(f"the sweep command ended before submitting:\n{driver.communicate()[0]}")
+        return next((p.name.split("_")[0] for p in (sweep_dir / ".submitit").glob("*_0")), None)
+
+    return _wait_for(submitted, 300, "the array to be submitted")
+
+
+def _starting(sweep_dir: Path, task: str) -> None:
+    """Wait until the task's Python process has started and not yet installed submitit's signal handler: its
+    log says it is loading the job's pickle (which imports torch and the model code, seconds on this machine)."""
+    _wait_for(lambda: "Loading pickle" in _log(sweep_dir, task), 300, f"task {task} to start")
+
+
+def _log(sweep_dir: Path, task: str) -> str:
+    """The task's log, stdout and stderr (submitit logs to either, as the launcher says)."""
+    paths = [sweep_dir / ".submitit" / task / f"{task}_0_log.{ext}" for ext in ("out", "err")]
+    return "".join(p.read_text() for p in paths if p.exists())
+
+
+def _requeued(task: str) -> bool:
+    """Whether Slurm's accounting shows an earlier run of the task that ended REQUEUED."""
+    out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-o", "JobID,State", "-j", task], capture_output=True,
+                         text=True).stdout
+    return any(line.split("|")[1].startswith("REQUEUED") for line in out.splitlines() if "|" in line)
+
+
+def test_requeue_signal_while_a_task_starts_requeues_it_and_its_points_run_in_the_next_attempt(tiny_model, tmp_path):
+    # submitit installs its USR2 handler only after unpickling the job (torch, the model code): before, the
+    # signal ended the task FAILED 12:0 with a failure record for each of its points. The array's last task
+    # is signalled: its SLURM_JOB_ID is the array's id, and requeueing that id would requeue every task.
+    driver = _driver(_args(tiny_model, tmp_path, "sampler.seed=0,1,2,3", "hydra.sweeper.points_per_job=2"))
+    try:
+        array = _array(tmp_path, driver)
+        task = f"{array}_1"
+        _starting(tmp_path, task)
+        subprocess.run(["scancel", "--signal=USR2", task], check=True)
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, out
+    st = SweepStore(tmp_path).status()
+    assert len(st.done) == 4 and not (st.failed or st.running or st.missing), out
+    _wait_for(lambda: _requeued(task), 60, f"sacct to show the run of {task} that was requeued")
+    assert (SweepStore(tmp_path).jobs_dir / f"{task}.1.json").exists()  # its points ran in attempt 1
+    assert not _requeued(f"{array}_0")  # only the signalled task
+    assert "the requeue signal) came before the job installed its handler" in _log(tmp_path, task)
+
+
+def test_pending_task_cancelled_is_recorded_cancelled_at_the_next_poll(tiny_model, tmp_path):
+    # Slurm deletes a pending array task cancelled on its own without an accounting row: before, its point
+    # waited lost_after_s (600 s here) and was then recorded as "left the queue"
+    driver = _driver(_args(tiny_model, tmp_path, "sampler.seed=0,1,2", "hydra.sweeper.points_per_job=1",
+                           "hydra.launcher.array_parallelism=1"))
+    try:
+        array = _array(tmp_path, driver)
+        _starting(tmp_path, f"{array}_0")  # 0 runs, 1 and 2 pend (one task at a time)
+        subprocess.run(["scancel", f"{array}_2"], check=True)
+        cancelled = time.time()
+        store = SweepStore(tmp_path)
+        key = _wait_for(lambda: next((k for k in store.planned() if store.state(k) == "failed"), None), 90,
+                        "the cancelled task's point to be recorded")
+        recorded = time.time()
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        driver.kill()
+        subprocess.run(["scancel", array], capture_output=True)  # a failed test leaves none of its tasks
+    assert driver.returncode == 0, out
+    message = store.record(key)["error"]["message"]
+    assert f"job {array}_2 ended with Slurm state CANCELLED" in message and "cancelled while pending" in message
+    st = store.status()
+    assert len(st.done) == 2 and len(st.failed) == 1 and not (st.running or st.missing), out
+    print(f"\na pending task cancelled: its failure record {recorded - cancelled:.1f} s after scancel "
+          f"(poll_s={POLL_S:g}, lost_after_s=600)")
+
+
+def test_sigterm_while_tasks_start_fails_only_the_task_nothing_requeues(tiny_model, tmp_path):
+    # Task 0: SIGTERM that nothing follows with a requeue (scancel --signal=TERM) -> failure records that say
+    # so, rerun by --rerun-failed. Task 1: SIGTERM followed by Slurm's requeue (what a preemption with
+    # PreemptMode=REQUEUE does after its grace time; `scontrol requeue` here) -> no failure record, its points
+    # run in the next attempt.
+    args = _args(tiny_model, tmp_path, "sampler.seed=0,1,2,3", "hydra.sweeper.points_per_job=2")
+    driver = _driver(args)
+    try:
+        array = _array(tmp_path, driver)
+        _starting(tmp_path, f"{array}_0")
+        subprocess.run(["scancel", "--signal=TERM", f"{array}_0"], check=True)
+        _starting(tmp_path, f"{array}_1")
+        subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True)
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, out
+    store = SweepStore(tmp_path)
+    st = store.status()
+    assert len(st.done) == 2 and len(st.failed) == 2 and not (st.running or st.missing), out
+    for key in st.failed:
+        message = store.record(key)["error"]["message"]
+        assert f"job {array}_0 ended with Slurm state FAILED" in message and "terminated by SIGTERM" in message
+    assert (store.jobs_dir / f"{array}_1.1.json").exists()  # task 1's points ran in its next attempt
+    rerun = subprocess.run(_command(*args, "hydra.sweeper.rerun_failed=true"), capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    st = store.status()
+    assert len(st.done) == 4 and not (st.failed or st.running or st.missing), rerun.stdout
