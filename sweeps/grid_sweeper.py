@@ -365,7 +365,8 @@ def _report_plan(plan: Plan, seconds: float, verbose: bool = False) -> None:
                            for group, task in sorted(plan.unused))
         extra += (f"; {plan.duplicates} duplicates dropped ("
                   + (unread or "settings a task does not read, e.g. sampler.* for a multiple-choice task") + ")")
-    name = "without a name" if plan.base.get("name") == UNNAMED else plan.base.name
+    # an unnamed sweep is known by its directory (printed with "its records go to" when it was made)
+    name = f"in {plan.base.get('sweep_dir')}" if plan.base.get("name") == UNNAMED else plan.base.name
     print(f"sweep {name}: {len(plan.points)} valid points (validated in {seconds:.1f} s){extra}")
 
 
