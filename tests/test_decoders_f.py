@@ -400,10 +400,25 @@ def test_benchmark_writes_bench_out_and_never_the_committed_report_unasked(tmp_p
     with pytest.raises(SystemExit, match="pass --update-results"):
         bench.main(["--out", str(RESULTS_DIR / bench.REPORT), "--limit", "1"])
     monkeypatch.chdir(tmp_path)
-    bench.main(["--limit", "2", "--methods", "fixed,eb_sampler"])
+    bench.main(["--limit", "2", "--methods", "fixed,eb_sampler", "--repeats", "0"])
     report = (tmp_path / "bench_out" / "decoders.md").read_text()
     assert "| fixed | steps=gen_length |" in report and "| eb_sampler | decoder=eb_sampler, gamma=0.001 |" in report
     assert "NFE/sample" in report and "tokens/forward" in report and "tokens/s" in report
+
+
+def test_benchmark_times_wino_slow_fast_and_pc_sampler_against_their_transcribed_originals(tmp_path, capsys):
+    from illada.benchmarks import decoders as bench
+
+    rows = bench.speed_vs_originals(repeats=1, gen_length=16, block_length=8)
+    assert [r["decoder"] for r in rows] == ["wino", "slow_fast", "pc_sampler"]
+    for row in rows:
+        ours, original = row["NFE ours / original"].split(" / ")
+        assert row["same tokens"] == "yes" and ours == original, row
+        assert float(row["speed ratio"]) > 0
+    bench.main(["--limit", "0", "--repeats", "1", "--out", str(tmp_path / "speed.md")])
+    report = (tmp_path / "speed.md").read_text()
+    assert "## Speed against the transcribed originals" in report and "| slow_fast |" in report
+    assert "Decoding strategies on the embedded model" not in report  # --limit 0: the speed section only
 
 
 def test_decoder_search_and_ablation_run(tmp_path, monkeypatch, capsys):
