@@ -50,8 +50,15 @@ class SlowFastDecoder(Decoder):
         cut = torch.where((self.phase == _FAST) & (self.fast_calls > 0), start + self.cycle, T)
         keys = keys & (torch.arange(T, device=x.device) < cut[:, None])
         fwd.calls += 1
-        # no mask at all when every key is visible: attention without one is the cheaper kernel
-        return fwd.model(x, None if bool(keys.all()) else keys.long()), 0
+        # As the reference, the sequence is cut after the farthest row's cycle end (the columns beyond get zero
+        # logits: the fast phase reads none of them); no mask at all when every kept key is visible (the
+        # cheaper attention kernel).
+        width = int(cut.max())
+        keys = keys[:, :width]
+        logits = fwd.model(x[:, :width], None if bool(keys.all()) else keys.long())
+        if width < T:
+            logits = torch.cat([logits, logits.new_zeros(B, T - width, logits.shape[-1])], dim=1)
+        return logits, 0
 
     def select(self, inp: StepInput) -> StepOutput:
         s, masked = self.s, inp.masked
