@@ -142,7 +142,7 @@ def dkv_decode_generate(model, prompt: torch.Tensor, steps: int, gen_length: int
 
 
 # ------------------------------------------------------------------------------------------------- dLLM-Cache
-# maomaocun/dLLM-Cache (read from its copy XiangZhang-zx/dLLM-cache): utils/generate_function.py `generate` with
+# maomaocun/dLLM-Cache (commit 17235bf; the same files as its copy XiangZhang-zx/dLLM-cache): utils/generate_function.py `generate` with
 # dllm_cache/hooks/cache_hook_LLaDA.py `cache_hook_feature` and dllm_cache/cache/Cache.py. What it does:
 # * one feature store per generate() call; the n-th forward (1-based, over all blocks) refreshes the prompt part
 #   (first P columns) when (n-1) % Kp == 0 and the response part (the rest) when (n-1) % Kr == 0; layer 0 always

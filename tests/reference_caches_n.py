@@ -14,11 +14,15 @@ What it does, in the reference's order:
   them (eager attention, weights kept). Logits of the other positions are zeros. Each layer multiplies the
   rollout: ``R <- norm(E + I) @ R``, ``E`` = identity with the query rows replaced by the head-mean weights,
   rows normalised to sum 1; ``R`` starts as the identity at every forward.
+* The block mask is narrowed in place at the start of every step (``check_can_generate`` does
+  ``eligible_mask &= generated == mask``): from then on "the block" is the block's positions still masked
+  before the step, and that is what ``on_step_end`` sees.
 * ``on_step_end``: the confidence cache is the first step's confidence for good (the reference's later update
   writes into a temporary copy). Scores = that confidence times the certainty density (``sigma``) of the
-  decoded positions after the step; the block's positions get + the largest score; the top ``current_k``
-  masked positions inside [block start, end of the block holding the current_k-th masked position] are
-  queried, plus the positions decoded at this step; then the smallest top set of the other positions by rollout
+  decoded positions after the step; the (narrowed) block's positions get + the largest score; the top
+  ``current_k`` masked positions from the block's first still-masked position up to ``search_end`` are queried,
+  where ``search_end`` rounds the index of the current_k-th masked position up to a multiple of the narrowed
+  block's size (counted from the canvas start); plus the positions decoded at this step; then the smallest top set of the other positions by rollout
   column sum reaching ``rollout_p`` of their total (at least one); then gaps of total width <= ``inflate_w``
   between two queried positions are filled.
 """
@@ -140,7 +144,12 @@ def d2cache_generate(model, prompt: torch.Tensor, *, mask_id: int, gen_length: i
     for b in range(gen_length // block_length):
         block = torch.zeros(gen_length, dtype=torch.bool)
         block[b * block_length:(b + 1) * block_length] = True
-        while bool((x[P:][block] == mask_id).any()):
+        while True:
+            # check_can_generate(eligible_mask=block_mask) narrows the block mask in place to the positions
+            # still masked; on_step_end later reads that narrowed mask
+            block &= x[P:] == mask_id
+            if not bool(block.any()):
+                break
             logits = oracle.forward(x)[P:]
             nfe += 1
             remaining = x[P:] == mask_id

@@ -140,7 +140,8 @@ def sglang_eb(model, prompt, attention_mask=None, gen_length=16, block_length=8,
 # --------------------------------------------------------------------------------------------------- dInfer
 @torch.no_grad()
 def dinfer_hierarchy(model, prompt, attention_mask=None, gen_length=16, block_length=8, mask_id=23,
-                     threshold=0.9, low_threshold=0.3):
+                     threshold=None, low_threshold=0.4):
+    """``threshold`` / ``low_threshold``: HierarchyDecoder's constructor defaults (None skips the rule)."""
     P = prompt.shape[1]
     x = _canvas(prompt, gen_length, mask_id)
     am = _extend(attention_mask, gen_length)

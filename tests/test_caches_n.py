@@ -29,6 +29,7 @@ GRID = [  # (gen_length, steps or None for threshold, block_length, d2Cache knob
     (16, 16, 4, {"rollout_p": 0.5, "inflate_w": 3}),
     (24, 24, 12, {"rollout_p": 0.0, "current_k": 5, "inflate_w": 1}),
     (16, 4, 16, {"rollout_p": 0.9, "current_k": 2}),
+    (16, 16, 16, {"current_k": 3}),  # the narrowed block moves the query search after a few steps
 ]
 
 

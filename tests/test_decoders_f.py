@@ -104,6 +104,30 @@ def test_hierarchy_matches_dinfer(shape, threshold, low_threshold):
                                                 low_threshold=low_threshold, **shape))
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("scale", [1.0, 5.0])
+def test_hierarchy_defaults_are_dinfers_constructor_defaults(shape, scale):
+    # HierarchyDecoder(threshold=None, low_threshold=0.4) as constructed without those arguments
+    model = toy(scale=scale)
+    prompt, mask = padded_prompts()
+    ref = each_row(dinfer_hierarchy, model, prompt, mask, mask_id=MASK, **shape)
+    assert_matches(ref, *ours_batched_and_alone(model, prompt, mask, decoder="hierarchy", **shape))
+
+
+def test_hierarchy_none_and_zero_switch_the_thresholds_off():
+    model = toy(scale=5.0)
+    prompt, mask = padded_prompts()
+    # threshold None: no position is committed for its confidence alone; low_threshold 0 is dInfer's None
+    shape = SHAPES[0]
+    ref = each_row(dinfer_hierarchy, model, prompt, mask, mask_id=MASK, threshold=None, low_threshold=None, **shape)
+    ours = ours_batched_and_alone(model, prompt, mask, decoder="hierarchy", threshold=None, low_threshold=0.0,
+                                  **shape)
+    assert_matches(ref, *ours)
+    with_threshold = each_row(dinfer_hierarchy, model, prompt, mask, mask_id=MASK, threshold=0.5, low_threshold=None,
+                              **shape)
+    assert not torch.equal(with_threshold[0], ref[0])  # the grid exercises what None switches off
+
+
 def test_hierarchy_commits_one_position_per_masked_run():
     # a block whose confidences are all below low_threshold: only the block's top-1 is committed per step
     model = toy(scale=0.1)
@@ -135,6 +159,28 @@ def test_certainty_prior_matches_d2cache(shape, sigma, rule):
     ours = ours_batched_and_alone(model, prompt, mask, decoder=decoder, sigma=sigma, steps=shape["gen_length"],
                                   **rule, **shape)
     assert_matches(ref, *ours)
+
+
+class Bfloat16Logits:
+    """A toy model whose logits are bfloat16, so the softmax's dtype decides which confidences pass a threshold."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, x, attention_mask=None):
+        return self.model(x, attention_mask).to(torch.bfloat16)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+def test_certainty_prior_with_threshold_takes_the_softmax_in_the_logits_dtype(threshold):
+    # d2Cache's generate_step, where the prior comes from, runs it under the threshold rule without float64
+    model = Bfloat16Logits(toy(scale=4.0))
+    prompt, mask = padded_prompts()
+    shape = dict(gen_length=16, block_length=8)
+    assert not SamplerSettings(mask_id=MASK, sigma=2.0, threshold=threshold).uses_float64_confidence
+    ref = each_row(d2cache_vanilla, model, prompt, mask, mask_id=MASK, sigma=2.0, threshold=threshold, **shape)
+    assert_matches(ref, *ours_batched_and_alone(model, prompt, mask, sigma=2.0, threshold=threshold, steps=16,
+                                                **shape))
 
 
 # ---------------------------------------------------------------------------------------------- PC-Sampler
@@ -287,6 +333,8 @@ def test_batched_equals_one_by_one_with_guidance_and_variable_length(kw, freq48)
     (dict(decoder="eb_sampler_sglang", remasking="entropy"), "remasking"),
     (dict(decoder="eb_sampler_sglang", sigma=1.0), "sigma"),
     (dict(decoder="hierarchy", low_threshold=1.5), "low_threshold"),
+    (dict(decoder="hierarchy", low_threshold=float("nan")), "low_threshold"),
+    (dict(decoder="hierarchy", threshold=-0.1), "threshold"),
     (dict(decoder="hierarchy", factor=1.0), "factor"),
     (dict(decoder="hierarchy", remasking="random"), "remasking"),
     (dict(sigma=0.0), "sigma"),
@@ -306,7 +354,7 @@ def test_published_defaults_are_filled_in():
     s = lambda **kw: SamplerSettings(mask_id=MASK, **kw)  # noqa: E731
     assert s(decoder="eb_sampler").gamma == 0.001 and s(decoder="eb_sampler_sglang").gamma == 0.15
     h = s(decoder="hierarchy")
-    assert (h.threshold, h.low_threshold) == (0.9, 0.3)
+    assert (h.threshold, h.low_threshold) == (None, 0.4)  # dInfer's HierarchyDecoder constructor
     d = s(debias=True)
     assert (d.clip_alpha, d.pc_lambda) == (10.0, 0.0)
     assert s().threshold is None and s().decoder == "llada"
@@ -352,10 +400,25 @@ def test_benchmark_writes_bench_out_and_never_the_committed_report_unasked(tmp_p
     with pytest.raises(SystemExit, match="pass --update-results"):
         bench.main(["--out", str(RESULTS_DIR / bench.REPORT), "--limit", "1"])
     monkeypatch.chdir(tmp_path)
-    bench.main(["--limit", "2", "--methods", "fixed,eb_sampler"])
+    bench.main(["--limit", "2", "--methods", "fixed,eb_sampler", "--repeats", "0"])
     report = (tmp_path / "bench_out" / "decoders.md").read_text()
     assert "| fixed | steps=gen_length |" in report and "| eb_sampler | decoder=eb_sampler, gamma=0.001 |" in report
     assert "NFE/sample" in report and "tokens/forward" in report and "tokens/s" in report
+
+
+def test_benchmark_times_wino_slow_fast_and_pc_sampler_against_their_transcribed_originals(tmp_path, capsys):
+    from illada.benchmarks import decoders as bench
+
+    rows = bench.speed_vs_originals(repeats=1, gen_length=16, block_length=8)
+    assert [r["decoder"] for r in rows] == ["wino", "slow_fast", "pc_sampler"]
+    for row in rows:
+        ours, original = row["NFE ours / original"].split(" / ")
+        assert row["same tokens"] == "yes" and ours == original, row
+        assert float(row["speed ratio"]) > 0
+    bench.main(["--limit", "0", "--repeats", "1", "--out", str(tmp_path / "speed.md")])
+    report = (tmp_path / "speed.md").read_text()
+    assert "## Speed against the transcribed originals" in report and "| slow_fast |" in report
+    assert "Decoding strategies on the embedded model" not in report  # --limit 0: the speed section only
 
 
 def test_decoder_search_and_ablation_run(tmp_path, monkeypatch, capsys):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import statistics
 import sys
 import time
@@ -36,15 +37,21 @@ SMALL = ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=
                     mask_token_id=4095, eos_token_id=1)
 
 
+def oracle(module: str, name: str):
+    """A transcription of an original from the test suite (``tests/<module>.py``), which only a source checkout
+    has: ``SystemExit`` with one line elsewhere."""
+    root = Path(__file__).resolve().parents[2]
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return getattr(importlib.import_module(f"tests.{module}"), name)
+    except (ImportError, AttributeError) as e:  # pragma: no cover - only outside a source checkout
+        raise SystemExit(f"error: this benchmark needs tests/{module}.py from the source tree ({e})") from None
+
+
 def reference_loop():
     """LLaDA's generate() transcribed straightforwardly (the test suite's reference)."""
-    root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(root))
-    try:
-        from tests.reference_llada import llada_generate
-    except ImportError as e:  # pragma: no cover - only outside a source checkout
-        raise SystemExit(f"section (a) needs tests/reference_llada.py from the source tree ({e})") from None
-    return llada_generate
+    return oracle("reference_llada", "llada_generate")
 
 
 def prompts(cfg: ModelConfig, batch: int, length: int, device: str, padded: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,9 +5,11 @@ The first forward of a generation is full and fills a key/value cache of the who
 at block starts. After each step, the positions whose keys/values the next forward recomputes (its queries) are:
 
 * the ``current_k`` still-masked positions with the highest certainty-prior score (the first forward's
-  confidence times the Gaussian density of decoded neighbours, width ``cache_sigma``), searched from the block
-  start up to the end of the block that holds the ``current_k``-th masked position, the block's own positions
-  ranked first;
+  confidence times the Gaussian density of decoded neighbours, width ``cache_sigma``), the block's own positions
+  ranked first. As the reference runs, "the block" here is the block's positions that were still masked before
+  the step (its ``check_can_generate`` narrows the block mask in place before ``on_step_end`` reads it): the
+  search starts at the first of them and ends at ``search_end``, the index of the ``current_k``-th masked
+  position rounded up to a multiple of their count (canvas-relative), so the window shrinks as the block fills;
 * every position decoded at this step (its token changed);
 * the smallest set of the other positions holding a ``rollout_p`` share of the attention rollout's column sums
   (how much the canvas attended to each position through all layers, Abnar & Zuidema 2020), at least one;
@@ -71,13 +73,15 @@ class D2Cache:
         self.confidence: torch.Tensor | None = None  # [B, G] the first forward's confidence
         self.importance: torch.Tensor | None = None  # [B, T] rollout column sums of the last forward
         self.active: torch.Tensor | None = None  # [B] rows with masks in the block at the last forward
+        self.block_masked: torch.Tensor | None = None  # [B, W] the block's positions masked at the last forward
         self.block = (0, 0)
 
     # ------------------------------------------------------------------ forward
     def __call__(self, x: torch.Tensor, start: int, end: int, step: int) -> tuple[torch.Tensor, int]:
         B, T = x.shape
         mask = self.attention_mask
-        self.active = (x[:, start:end] == self.s.mask_id).any(dim=1)
+        self.block_masked = x[:, start:end] == self.s.mask_id
+        self.active = self.block_masked.any(dim=1)
         self.block = (start, end)
         weights: list[torch.Tensor] = []
 
@@ -145,18 +149,21 @@ class D2Cache:
         G = s.gen_length
         P = T - G
         start, end = self.block
-        width = end - start
         decoded = torch.zeros(B, T, dtype=torch.bool, device=x.device)
         decoded[:, window_start:window_start + commit.shape[1]] = commit
         remaining = x[:, P:] == s.mask_id
         cols = torch.arange(G, device=x.device)
-        # search from the block start to the end of the block holding the current_k-th masked position
+        # the block as the reference's on_step_end sees it: its positions masked before this step
+        in_block = torch.zeros_like(remaining)
+        in_block[:, start - P:end - P] = self.block_masked
+        size = in_block.sum(dim=1).clamp_min(1)  # 0 only in a row that sits out (its queries are kept)
+        first = in_block.long().argmax(dim=1)
+        # search from there to the index of the current_k-th masked position rounded up to a multiple of size
         meets = remaining.long().cumsum(dim=1) >= s.current_k
         first_meet = torch.where(meets.any(dim=1), meets.long().argmax(dim=1), torch.full_like(cols[:1], G - 1))
-        search_end = (first_meet // width + 1) * width - 1
-        search = (cols >= start - P) & (cols <= search_end[:, None])
+        search_end = (first_meet // size + 1) * size - 1
+        search = (cols >= first[:, None]) & (cols <= search_end[:, None])
         scores = self.confidence * certainty_density(~remaining, s.cache_sigma)
-        in_block = (cols >= start - P) & (cols < end - P)
         scores = scores + in_block * scores.amax(dim=1, keepdim=True)
         candidates = torch.where(search & remaining, scores, torch.full_like(scores, float("-inf")))
         top = candidates.topk(min(s.current_k, G), dim=-1).indices

@@ -191,8 +191,8 @@ class EBSamplerSGLangDecoder(Decoder):
 @register("hierarchy")
 class HierarchyDecoder(Decoder):
     """dInfer's ``HierarchyDecoder``: in every run of consecutive masked positions, the most confident one
-    (if its confidence exceeds ``low_threshold``), plus every position above ``threshold``, plus the block's
-    most confident position. Spreading the commits over separate runs keeps neighbours from being decided in
+    (if its confidence exceeds ``low_threshold``), plus every position above ``threshold`` (None: none), plus the
+    block's most confident position. Spreading the commits over separate runs keeps neighbours from being decided in
     the same step."""
 
     def select(self, inp: StepInput) -> StepOutput:
@@ -203,8 +203,7 @@ class HierarchyDecoder(Decoder):
         run = torch.where(masked, run, torch.zeros_like(run))
         run_max = torch.full_like(conf, NEG_INF).scatter_reduce(1, run, conf, reduce="amax", include_self=True)
         chosen = conf == run_max.gather(1, run)
-        if s.low_threshold is not None:
-            chosen &= conf > s.low_threshold
+        chosen &= conf > s.low_threshold
         if s.threshold is not None:
             chosen |= conf > s.threshold
         chosen.scatter_(1, conf.argmax(dim=-1, keepdim=True), True)

@@ -43,7 +43,8 @@ class SamplerSettings:
       rollout (gaps up to ``inflate_w`` filled). A cache's knobs are declared in :data:`CACHES`.
     * ``confidence_precision``: dtype of the softmax behind the confidence. ``auto`` follows the reference of the
       mode at hand: the logits' dtype for the LLaDA path, float64 whenever a Fast-dLLM rule or cache is on
-      (and with dKV-Cache, as its reference; the fixed schedule with dLLM-Cache or d2Cache: the logits' dtype).
+      (and with dKV-Cache, as its reference; the fixed schedule with dLLM-Cache or d2Cache: the logits' dtype;
+      a certainty prior or PC-Sampler's debias without those caches: the logits' dtype, as d2Cache's loop).
     * ``seed``: seeds a private generator (same stream as ``torch.manual_seed(seed)`` before the reference
       code); ``None`` draws from torch's global generator.
     * ``decoder``: the selection rule, a name of :data:`DECODERS` (e.g. ``llada``: fixed schedule / Fast-dLLM
@@ -254,6 +255,10 @@ class SamplerSettings:
                 return False
             if self.cache == "d2cache":  # d2Cache's loop: the logits' dtype
                 return False
+            if (self.sigma is not None or self.debias) and self.cache in ("none", "prefix", "dual"):
+                # the calibrations come from d2Cache's generate_step, which also runs them under the threshold
+                # and factor rules and its prefix/dual caches: the softmax stays in the logits' dtype there
+                return False
             return not self.is_fixed_schedule or self.cache != "none"
         return self.confidence_precision == "float64"
 
@@ -318,10 +323,12 @@ def _check_sglang_eb(s: SamplerSettings) -> None:
 def _check_hierarchy(s: SamplerSettings) -> None:
     if s.remasking != "low_confidence":
         raise _bad("remasking", s.remasking, "decoder hierarchy ranks by p(x0) (dInfer); use 'low_confidence'")
-    for name in ("threshold", "low_threshold"):
-        value = getattr(s, name)
-        if value is not None and not (_finite(value) and 0 <= value <= 1):
-            raise _bad(name, value, "must lie in [0, 1] or be None (off)")
+    # None is "off" for threshold only: it is also the knob's default (HierarchyDecoder's), while a None
+    # low_threshold is filled with its default 0.4; 0 switches that one off (p(x0) >= 1/V is always above it)
+    if s.threshold is not None and not (_finite(s.threshold) and 0 <= s.threshold <= 1):
+        raise _bad("threshold", s.threshold, "must lie in [0, 1] or be None (off)")
+    if not (_finite(s.low_threshold) and 0 <= s.low_threshold <= 1):
+        raise _bad("low_threshold", s.low_threshold, "must lie in [0, 1] (0: off)")
 
 
 def _check_calibrations(s: SamplerSettings) -> None:
@@ -582,8 +589,9 @@ DECODERS: dict[str, DecoderSpec] = {
     "eb_sampler": DecoderSpec(knobs={"gamma": 0.001}, check=_check_gamma, calibrations=True),
     # EB-Sampler as SGLang's EBSampling (gamma: its default)
     "eb_sampler_sglang": DecoderSpec(knobs={"gamma": 0.15}, check=_check_sglang_eb),
-    # dInfer HierarchyDecoder (threshold / low_threshold: dInfer benchmarks/benchmark.py defaults)
-    "hierarchy": DecoderSpec(knobs={"threshold": 0.9, "low_threshold": 0.3}, check=_check_hierarchy),
+    # dInfer HierarchyDecoder (its constructor's defaults: threshold None = off, low_threshold 0.4; dInfer's
+    # benchmark scripts pass 0.9 / 0.3: sweeps/conf/sampler/hierarchy.yaml)
+    "hierarchy": DecoderSpec(knobs={"threshold": None, "low_threshold": 0.4}, check=_check_hierarchy),
     # KLASS as the authors' code (shkim0116/KLASS src/llada_evaluation.py defaults; threshold = conf_threshold)
     "klass": DecoderSpec(knobs={"threshold": 0.9, "kl_threshold": 0.01, "kl_history_length": 2},
                          check=_check_klass),

@@ -50,15 +50,26 @@ class SlowFastDecoder(Decoder):
         cut = torch.where((self.phase == _FAST) & (self.fast_calls > 0), start + self.cycle, T)
         keys = keys & (torch.arange(T, device=x.device) < cut[:, None])
         fwd.calls += 1
-        return fwd.model(x, keys.long()), 0
+        # As the reference, the sequence is cut after the farthest row's cycle end (the columns beyond get zero
+        # logits: the fast phase reads none of them); no mask at all when every kept key is visible (the
+        # cheaper attention kernel).
+        width = int(cut.max())
+        keys = keys[:, :width]
+        logits = fwd.model(x[:, :width], None if bool(keys.all()) else keys.long())
+        if width < T:
+            logits = torch.cat([logits, logits.new_zeros(B, T - width, logits.shape[-1])], dim=1)
+        return logits, 0
 
     def select(self, inp: StepInput) -> StepOutput:
         s, masked = self.s, inp.masked
         W = masked.shape[1]
         rel = torch.arange(W, device=masked.device)
         x0 = inp.logits.exp().argmax(dim=-1)  # the reference's argmax of exp(logits), overflow ties included
-        p = torch.softmax(inp.logits, dim=-1).gather(-1, x0[..., None])[..., 0]
-        conf = torch.where(masked, p, torch.full_like(p, rules.NEG_INF))
+        if torch.equal(x0, inp.x0):  # the loop's confidence is then this p(x0) (same softmax, same dtype)
+            conf = inp.confidence
+        else:
+            p = torch.softmax(inp.logits, dim=-1).gather(-1, x0[..., None])[..., 0]
+            conf = torch.where(masked, p, torch.full_like(p, rules.NEG_INF))
         slow, fast = self.phase == _SLOW, self.phase == _FAST
 
         # slow phase: estimate the cycle end until determined
