@@ -81,9 +81,37 @@ KEY_NEUTRAL: dict[str, Any] = {
 
 def settings_key(settings: dict[str, Any]) -> str:
     """Content hash of resolved settings (canonical JSON, sorted keys): the identity of a sweep point.
-    Fields of :data:`KEY_NEUTRAL` at their neutral value are left out."""
-    canonical = json.dumps(_without_neutral(settings), sort_keys=True, separators=(",", ":"), default=str)
+    Fields of :data:`KEY_NEUTRAL` at their neutral value are left out; a point whose method's results changed
+    after records of it were written also hashes that method's revision (:func:`revisions`)."""
+    keyed = _without_neutral(settings)
+    changed = revisions(settings)
+    if changed:
+        keyed = {**keyed, "revisions": changed}
+    canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def revisions(settings: dict[str, Any]) -> dict[str, int]:
+    """The revisions of the methods a point uses whose tokens changed, with no setting changing, after records
+    of them were written: such a point gets a new key, so a resumed sweep measures it again instead of reusing a
+    record of the old behaviour. Revision 2 of ``d2cache``: the query search follows the block mask the original
+    narrows in place. Revision 2 of ``calibrated_threshold`` (a certainty prior or PC-Sampler's debias with LLaDA's
+    decoder under the threshold or factor rules or a prefix/dual cache, ``confidence_precision=auto``): the softmax
+    in the logits' dtype, as d2Cache's ``generate_step``, where it was float64."""
+    sampler = settings.get("sampler")
+    if not isinstance(sampler, dict):
+        return {}
+    out = {}
+    if sampler.get("cache") == "d2cache":
+        out["d2cache"] = 2
+    calibrated = sampler.get("sigma") is not None or bool(sampler.get("debias"))
+    rule = sampler.get("threshold") is not None or sampler.get("factor") is not None
+    cache = sampler.get("cache", "none")
+    auto = sampler.get("confidence_precision", "auto") == "auto"
+    if calibrated and auto and sampler.get("decoder", "llada") == "llada" and (
+            cache in ("prefix", "dual") or (cache == "none" and rule)):  # float64 before, the logits' dtype now
+        out["calibrated_threshold"] = 2
+    return out
 
 
 def _without_neutral(settings: dict[str, Any]) -> dict[str, Any]:

@@ -267,3 +267,31 @@ def test_illada_eval_threads_option(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         ev.main(argv + ["--threads", "0"])
     assert str(bad.value).startswith("error: threads=0:") and "\n" not in str(bad.value)
+
+
+def test_a_method_whose_tokens_changed_gets_new_keys_and_only_its_points_do(monkeypatch):
+    """d2Cache's query search and the calibrations' softmax precision under the threshold rules changed with no
+    setting changing: their points hash a revision (a resumed sweep measures them again instead of reusing a record
+    of the old behaviour); every other point keeps its key."""
+    base = {**SCHEMA1_GENERATION, "threads": 1,
+            "sampler": {**SCHEMA1_GENERATION["sampler"], "decoder": "llada", "cache": "none", "sigma": None,
+                        "debias": False, "confidence_precision": "auto"}}
+
+    def key(**sampler):
+        return settings_key({**base, "sampler": {**base["sampler"], **sampler}})
+
+    def revised(**sampler):
+        return records.revisions({**base, "sampler": {**base["sampler"], **sampler}})
+
+    assert key() == "d2561ba9416e107e" and revised() == {}  # the schema-1 point: unchanged
+    assert revised(cache="d2cache") == {"d2cache": 2}
+    assert revised(sigma=10.0, threshold=0.9) == {"calibrated_threshold": 2}
+    assert revised(debias=True, cache="dual") == {"calibrated_threshold": 2}
+    assert revised(sigma=10.0, threshold=None, factor=None) == {}  # the fixed schedule: the logits' dtype before too
+    assert revised(sigma=10.0, threshold=0.9, confidence_precision="float64") == {}  # asked for: unchanged
+    assert revised(sigma=10.0, threshold=0.9, decoder="eb_sampler") == {}  # its own reference's precision
+    assert revised(threshold=0.9) == {}  # no calibration
+    now = [key(cache="d2cache"), key(sigma=10.0, threshold=0.9), key(threshold=0.9)]
+    monkeypatch.setattr(records, "revisions", lambda settings: {})  # the keys records of the old behaviour have
+    before = [key(cache="d2cache"), key(sigma=10.0, threshold=0.9), key(threshold=0.9)]
+    assert now[0] != before[0] and now[1] != before[1] and now[2] == before[2]
