@@ -164,8 +164,10 @@ def _exp_argmax(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
     epsilons (relative) is far wider than that rounding: no logit inside it but the max, no overflow, no
     underflow, and x0 is the answer; otherwise the exp is taken."""
     info = torch.finfo(logits.dtype)
-    top = logits.gather(-1, x0[..., None])
-    near = (logits >= top - 64 * info.eps * (1 + top.abs())).sum(dim=-1)
-    if bool(((near == 1) & (top[..., 0] < math.log(info.max) - 1) & (top[..., 0] > math.log(info.tiny) + 1)).all()):
+    top = logits.gather(-1, x0[..., None])[..., 0]
+    # the largest logit but x0's (amax is several times cheaper than a comparison over the vocabulary)
+    runner_up = logits.scatter(-1, x0[..., None], rules.NEG_INF).amax(dim=-1)
+    clear = runner_up < top - 64 * info.eps * (1 + top.abs())
+    if bool((clear & (top < math.log(info.max) - 1) & (top > math.log(info.tiny) + 1)).all()):
         return x0
     return logits.exp().argmax(dim=-1)
