@@ -207,9 +207,9 @@ class ModelConfig:
             raise ConfigError(f"{source}: field 'moe_router_score_function'={hf['moe_router_score_function']!r} "
                               "is not supported (only 'softmax')")
         if "partial_rotary_factor" not in hf:
-            # its configuration class defaults the factor to -1, an empty frequency table: no RoPE at all
+            # its configuration class defaults the factor to -1, on which its RoPE table cannot be built
             raise ConfigError(f"{source}: field 'partial_rotary_factor' is missing (LLaDA-MoE's code then defaults "
-                              "it to -1, which turns RoPE off; illada supports only 1.0)")
+                              "it to -1 and cannot build its RoPE; illada supports only 1.0)")
         if hf["partial_rotary_factor"] not in (1, 1.0):
             raise ConfigError(f"{source}: field 'partial_rotary_factor'={hf['partial_rotary_factor']!r} is not "
                               "supported (only 1.0: RoPE over the whole head)")

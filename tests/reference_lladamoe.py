@@ -12,7 +12,7 @@ Written as the original computes, dtype by dtype, so that a run in bfloat16 roun
   the heads), then ``clip_qkv`` clamps q, k *and* v (after the norm) when it is set.
 * RoPE over the first ``int(head_dim * partial_rotary_factor)`` dims (transformers' default rope init), cos/sin
   computed in float32 and cast to the activations' dtype; the rotation itself runs in that dtype. The config's
-  default factor is -1, which gives an empty frequency table: no rotation at all.
+  default factor is -1, a negative rotary width on which building the table fails (torch.arange), here too.
 * Eager attention: ``q k^T / sqrt(head_dim)`` in the activations' dtype, plus the padding mask as a large
   negative additive bias, softmax in float32 cast back, times v.
 * The sparse block: float32 softmax over the router logits, top-k (``norm_topk_prob`` is hard-coded False),

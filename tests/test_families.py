@@ -234,7 +234,8 @@ def test_llada_moe_bfloat16_is_as_close_to_float32_as_its_modeling_code(tmp_path
 
 
 def test_llada_moe_without_partial_rotary_factor_is_refused():
-    # configuration_lladamoe.py defaults the factor to -1: an empty frequency table, RoPE silently off
+    # configuration_lladamoe.py defaults the factor to -1, a negative rotary width: the original cannot build its
+    # RoPE table (and the 1.0 illada assumed is not what such a config says)
     config = {k: v for k, v in MOE_CONFIG.items() if k != "partial_rotary_factor"}
     with pytest.raises(ConfigError, match="field 'partial_rotary_factor' is missing"):
         ModelConfig.from_hf_config(config)
