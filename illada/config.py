@@ -206,7 +206,11 @@ class ModelConfig:
         if hf.get("moe_router_score_function") not in (None, "softmax"):
             raise ConfigError(f"{source}: field 'moe_router_score_function'={hf['moe_router_score_function']!r} "
                               "is not supported (only 'softmax')")
-        if hf.get("partial_rotary_factor") not in (None, 1, 1.0):
+        if "partial_rotary_factor" not in hf:
+            # its configuration class defaults the factor to -1, on which its RoPE table cannot be built
+            raise ConfigError(f"{source}: field 'partial_rotary_factor' is missing (LLaDA-MoE's code then defaults "
+                              "it to -1 and cannot build its RoPE; illada supports only 1.0)")
+        if hf["partial_rotary_factor"] not in (1, 1.0):
             raise ConfigError(f"{source}: field 'partial_rotary_factor'={hf['partial_rotary_factor']!r} is not "
                               "supported (only 1.0: RoPE over the whole head)")
         freq = hf.get("moe_layer_freq") or []

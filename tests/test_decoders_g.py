@@ -503,3 +503,25 @@ def test_sampler_yaml_is_the_published_default_and_runs(name):
     prompt, mask = padded_prompts()
     out = generate(MaskedToy(V), prompt, s, mask)
     assert not (out.generated == MASK).any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_slow_fast_exp_argmax_shortcut_equals_the_references_exp_argmax(dtype):
+    from illada.sampling.slow_fast import _exp_argmax
+
+    g = torch.Generator().manual_seed(0)
+    shortcuts = 0
+    for trial in range(120):
+        scale = [0.01, 1.0, 10.0, 30.0, 95.0, 200.0][trial % 6]  # the last two overflow exp in some rows
+        logits = torch.randn(2, 8, 50, generator=g) * scale
+        if trial % 2:  # a runner-up a hair below the max, which exp may round onto it
+            logits[..., 7] = logits.max(-1).values - torch.rand(2, 8, generator=g) * 1e-6 * scale
+        logits = logits.to(dtype)
+        x0 = logits.argmax(dim=-1)
+        got = _exp_argmax(logits, x0)
+        shortcuts += got is x0
+        assert torch.equal(got, logits.exp().argmax(dim=-1)), (trial, scale)
+    if dtype in (torch.float32, torch.float64):
+        assert shortcuts > 0  # the shortcut is taken where it is sound
+    tie = torch.tensor([[[800.0, 801.0, 3.0]]], dtype=dtype)  # both overflow: the reference takes the first
+    assert _exp_argmax(tie, tie.argmax(dim=-1)).item() == 0

@@ -5,8 +5,8 @@ family's own checkpoint format (sharded, with an index) and read back through ``
 
 * Dream  vs ``transformers``' Qwen2 run bidirectionally (an all-zeros additive 4-D mask), shifted as Dream's
   ``diffusion_generate`` shifts: logits = cat([l[:, :1], l[:, :-1]]).
-* LLaDA-MoE vs a transcription of its published modeling code (``modeling_lladamoe.py``: per-head q/k RMSNorm
-  before RoPE, fp32 softmax router, top-k without renormalisation, shared expert on the layer), and vs
+* LLaDA-MoE vs a transcription of the modeling code its checkpoint ships (tests/reference_lladamoe.py, which
+  names the copy and commit read), with and without the shared expert and a padding mask, and vs
   ``transformers``' OLMoE with one attention head (where OLMoE's whole-vector q/k norm is the per-head one).
 
 Each parity test prints its max abs logit difference (``pytest -s``); README's families table quotes them.
@@ -15,7 +15,6 @@ Each parity test prints its max abs logit difference (``pytest -s``); README's f
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -24,6 +23,7 @@ from safetensors.torch import save_file
 import illada
 from illada.config import FAMILIES, PRESETS, ConfigError, ModelConfig, preset
 from illada.model import MoEFeedForward, Transformer
+from tests.reference_lladamoe import llada_moe_logits
 
 transformers = pytest.importorskip("transformers")
 
@@ -192,69 +192,53 @@ def write_sharded(path, tensors: dict[str, torch.Tensor], config: dict, n_shards
     (path / "config.json").write_text(json.dumps(config))
 
 
-def reference_llada_moe(sd: dict[str, torch.Tensor], c: dict, ids: torch.Tensor) -> torch.Tensor:
-    """LLaDA-MoE's forward, transcribed from its modeling code (eager path, no mask), one token at a time in the
-    expert mixture so that nothing is shared with the vectorised implementation."""
-    D, H, Hkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
-    hd, eps, k_top = D // H, c["rms_norm_eps"], c["num_experts_per_tok"]
-
-    def rms(x, weight):
-        x32 = x.float()
-        return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-    def swiglu(x, p):
-        return (torch.nn.functional.silu(x @ sd[p + "gate_proj.weight"].T) * (x @ sd[p + "up_proj.weight"].T)) \
-            @ sd[p + "down_proj.weight"].T
-
-    def rotate(x, cos, sin):
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
-
-    B, T = ids.shape
-    inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, hd, 2).float() / hd))
-    ang = torch.arange(T).float()[:, None] * inv[None]
-    cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
-    h = sd["model.embed_tokens.weight"][ids]
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        x = rms(h, sd[p + "input_layernorm.weight"])
-        q = rms((x @ sd[p + "self_attn.q_proj.weight"].T).reshape(B, T, H, hd), sd[p + "self_attn.q_norm.weight"])
-        k = rms((x @ sd[p + "self_attn.k_proj.weight"].T).reshape(B, T, Hkv, hd), sd[p + "self_attn.k_norm.weight"])
-        v = (x @ sd[p + "self_attn.v_proj.weight"].T).reshape(B, T, Hkv, hd)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
-        k, v = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
-        att = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(hd), dim=-1) @ v
-        h = h + att.transpose(1, 2).reshape(B, T, D) @ sd[p + "self_attn.o_proj.weight"].T
-        x = rms(h, sd[p + "post_attention_layernorm.weight"])
-        mixed = torch.zeros_like(x)
-        for b in range(B):
-            for t in range(T):
-                probs = torch.softmax((x[b, t] @ sd[p + "mlp.gate.weight"].T).float(), dim=-1)
-                top_p, top_e = torch.topk(probs, k_top)  # no renormalisation: the reference hard-codes it off
-                for w_e, e in zip(top_p.tolist(), top_e.tolist()):
-                    mixed[b, t] += w_e * swiglu(x[b, t], p + f"mlp.experts.{e}.")
-        if c.get("shared_expert_intermediate_size"):
-            mixed = mixed + swiglu(x, p + "shared_expert.")
-        h = h + mixed
-    return rms(h, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
-
-
-def test_llada_moe_matches_a_transcription_of_its_modeling_code(tmp_path):
-    sd = moe_weights(MOE_CONFIG)
-    write_sharded(tmp_path, sd, MOE_CONFIG)
+@pytest.mark.parametrize("shared,padded", [(24, False), (24, True), (None, False)])
+def test_llada_moe_matches_its_modeling_code(tmp_path, shared, padded):
+    config = {**MOE_CONFIG, "shared_expert_intermediate_size": shared}
+    sd = moe_weights(config)
+    write_sharded(tmp_path, sd, config)
     loaded = illada.load(tmp_path, mask=47)
     cfg = loaded.config
     assert (cfg.family, cfg.n_experts, cfg.experts_per_token, cfg.ffn_dim, cfg.shared_expert_ffn_dim) == (
-        "llada_moe", 6, 3, 16, 24)
+        "llada_moe", 6, 3, 16, shared or 0)
     assert cfg.qk_norm and not cfg.norm_topk_prob and not cfg.logits_shift
-    ids = torch.randint(0, 48, (2, 11))
+    ids = torch.randint(0, 48, (2, 11), generator=torch.Generator().manual_seed(1))
+    mask = None
+    if padded:  # right padding: the original takes positions 0..T-1 whatever the mask, as illada does here
+        mask = torch.ones(2, 11, dtype=torch.long)
+        mask[1, 7:] = 0
     with torch.no_grad():
-        ours = loaded.model(ids)
-    expected = reference_llada_moe(sd, MOE_CONFIG, ids)
-    diff = (ours - expected).abs().max().item()
-    report("llada_moe (transcription)", diff)
-    assert diff < 1e-4  # logits of order 10 here; float32 sums in another order
+        ours = loaded.model(ids, attention_mask=mask)
+    expected = llada_moe_logits(sd, config, ids, attention_mask=mask)
+    real = mask.bool() if padded else torch.ones(2, 11, dtype=torch.bool)
+    diff = (ours - expected)[real].abs().max().item()
+    report(f"llada_moe (modeling_lladamoe.py, shared expert {shared}, padded {padded})", diff)
+    assert expected.abs().max() > 1.0  # logits of order 5 here; float32 sums in another order
+    assert diff < 1e-4
+
+
+def test_llada_moe_bfloat16_is_as_close_to_float32_as_its_modeling_code(tmp_path):
+    # The original rounds RoPE and eager attention in bfloat16 where illada keeps RoPE in float32: the two
+    # bfloat16 runs are not bit-equal, but illada's must not stray further from the float32 logits.
+    sd = moe_weights(MOE_CONFIG)
+    write_sharded(tmp_path, sd, MOE_CONFIG)
+    ids = torch.randint(0, 48, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = illada.load(tmp_path, mask=47, dtype=torch.bfloat16).model(ids).float()
+    exact = llada_moe_logits(sd, MOE_CONFIG, ids)
+    theirs = llada_moe_logits(sd, MOE_CONFIG, ids, dtype=torch.bfloat16).float()
+    ours_err, theirs_err = (ours - exact).abs().max().item(), (theirs - exact).abs().max().item()
+    report("llada_moe bfloat16 vs float32 (illada)", ours_err)
+    report("llada_moe bfloat16 vs float32 (modeling_lladamoe.py)", theirs_err)
+    assert ours_err <= 1.5 * theirs_err
+
+
+def test_llada_moe_without_partial_rotary_factor_is_refused():
+    # configuration_lladamoe.py defaults the factor to -1, a negative rotary width: the original cannot build its
+    # RoPE table (and the 1.0 illada assumed is not what such a config says)
+    config = {k: v for k, v in MOE_CONFIG.items() if k != "partial_rotary_factor"}
+    with pytest.raises(ConfigError, match="field 'partial_rotary_factor' is missing"):
+        ModelConfig.from_hf_config(config)
 
 
 def test_llada_moe_matches_transformers_olmoe_with_one_head(tmp_path):
@@ -272,7 +256,7 @@ def test_llada_moe_matches_transformers_olmoe_with_one_head(tmp_path):
     hf.save_pretrained(tmp_path, max_shard_size="20KB")  # OLMoE's tensor names are LLaDA-MoE's
     patch_config(tmp_path, model_type="llada", architectures=["LLaDAMoEModelLM"], expert_intermediate_size=12,
                  qk_layernorm=True, moe_layer_freq=[1, 1], shared_expert_intermediate_size=None, mask_token_id=47,
-                 eos_token_id=46, pad_token_id=45, bos_token_id=None)
+                 eos_token_id=46, pad_token_id=45, bos_token_id=None, partial_rotary_factor=1.0)
     ours = illada.load(tmp_path).model
     ids = torch.randint(0, 48, (3, 10))
     expected = bidirectional_logits(hf, ids)

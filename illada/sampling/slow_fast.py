@@ -9,10 +9,16 @@ estimates agree (population std < ``cycle_length_stability_std_dev_threshold``) 
 phase then fills the span up to it with the same rule, each forward after its first one seeing the canvas only
 up to the span's end (the reference truncates the sequence; a key mask does the same per row).
 
-Every row runs its own state machine (phase, step, estimates), vectorised over the batch.
+Every row runs its own state machine (phase, step, estimates) in plain Python numbers, as the reference's loops
+do: a step's bookkeeping is a few dozen scalar operations on one block, which a vectorised version spreads over
+as many small tensor kernels (slower than the reference at batch size 1). Only the vocabulary-wide work (x0,
+p(x0)) and the forward run on tensors.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,121 +28,146 @@ from illada.sampling.decoders import Decoder, StepInput, StepOutput, register
 _DONE, _SLOW, _FAST = 0, 1, 2
 
 
+@dataclass
+class _Row:
+    """One row's sub-cycle state; positions are block-relative."""
+
+    phase: int
+    width: int  # block width W
+    cycles: int  # sub-cycles started in this block
+    k: int = 0  # slow-phase forwards done in this sub-cycle
+    history: list[int] = field(default_factory=list)  # the latest cycle-end estimates, at most the window
+    determined: bool = False
+    prev: int = 0  # end of the previous sub-cycle
+    cycle: int = 0  # end of this sub-cycle
+    fast_calls: int = 0  # fast-phase forwards done in this sub-cycle
+
+    def mean_length(self) -> int:
+        """int(mean) of the stored estimates (the reference's fallback), clamped to [1, W]."""
+        return min(max(int(sum(self.history) / len(self.history)), 1), self.width)
+
+
 @register("slow_fast")
 class SlowFastDecoder(Decoder):
-    """State per row: phase, slow step, estimate history, cycle bounds (block-relative), forwards in the fast
-    phase, sub-cycles started in this block."""
+    """A :class:`_Row` per row of the batch."""
 
     def begin_block(self, x, start, end) -> None:
-        s, W = self.s, end - start
-        B, dev = x.shape[0], x.device
-        has_mask = (x[:, start:end] == s.mask_id).any(dim=-1)
-        self.phase = torch.where(has_mask, _SLOW, _DONE).to(device=dev, dtype=torch.long)
-        self.k = torch.zeros(B, dtype=torch.long, device=dev)
-        self.history = torch.zeros(B, s.cycle_length_stability_window, dtype=torch.float64, device=dev)
-        self.n_history = torch.zeros(B, dtype=torch.long, device=dev)
-        self.determined = torch.zeros(B, dtype=torch.bool, device=dev)
-        self.prev = torch.zeros(B, dtype=torch.long, device=dev)
-        self.cycle = torch.full((B,), W, dtype=torch.long, device=dev)
-        self.fast_calls = torch.zeros(B, dtype=torch.long, device=dev)
-        self.cycles = has_mask.long()
+        W = end - start
+        has_mask = (x[:, start:end] == self.s.mask_id).any(dim=-1).tolist()
+        self.rows = [_Row(phase=_SLOW if m else _DONE, width=W, cycles=int(m), cycle=W) for m in has_mask]
 
     def forward(self, fwd, x, start, end, step):
         B, T = x.shape
-        keys = torch.ones(B, T, dtype=torch.bool, device=x.device)
-        if fwd.attention_mask is not None:
-            keys = fwd.attention_mask.to(device=x.device, dtype=torch.bool)
         # the fast phase's later forwards see the canvas up to the cycle end only
-        cut = torch.where((self.phase == _FAST) & (self.fast_calls > 0), start + self.cycle, T)
-        keys = keys & (torch.arange(T, device=x.device) < cut[:, None])
+        cuts = [start + r.cycle if r.phase == _FAST and r.fast_calls > 0 else T for r in self.rows]
         fwd.calls += 1
         # As the reference, the sequence is cut after the farthest row's cycle end (the columns beyond get zero
         # logits: the fast phase reads none of them); no mask at all when every kept key is visible (the
         # cheaper attention kernel).
-        width = int(cut.max())
-        keys = keys[:, :width]
-        logits = fwd.model(x[:, :width], None if bool(keys.all()) else keys.long())
+        width = max(cuts)
+        keys = None
+        if fwd.attention_mask is not None or min(cuts) < width:
+            cut = torch.tensor(cuts, device=x.device)
+            keys = torch.arange(width, device=x.device) < cut[:, None]
+            if fwd.attention_mask is not None:
+                keys &= fwd.attention_mask[:, :width].to(device=x.device, dtype=torch.bool)
+            keys = None if bool(keys.all()) else keys.long()
+        logits = fwd.model(x[:, :width], keys)
         if width < T:
             logits = torch.cat([logits, logits.new_zeros(B, T - width, logits.shape[-1])], dim=1)
         return logits, 0
 
     def select(self, inp: StepInput) -> StepOutput:
-        s, masked = self.s, inp.masked
-        W = masked.shape[1]
-        rel = torch.arange(W, device=masked.device)
-        x0 = inp.logits.exp().argmax(dim=-1)  # the reference's argmax of exp(logits), overflow ties included
-        if torch.equal(x0, inp.x0):  # the loop's confidence is then this p(x0) (same softmax, same dtype)
+        masked = inp.masked
+        x0 = _exp_argmax(inp.logits, inp.x0)  # the reference's argmax of exp(logits), overflow ties included
+        if x0 is inp.x0 or torch.equal(x0, inp.x0):  # the loop's confidence is then this p(x0) (same softmax)
             conf = inp.confidence
         else:
             p = torch.softmax(inp.logits, dim=-1).gather(-1, x0[..., None])[..., 0]
             conf = torch.where(masked, p, torch.full_like(p, rules.NEG_INF))
-        slow, fast = self.phase == _SLOW, self.phase == _FAST
+        # thresholds compared in the confidence's dtype, as a tensor comparison with a Python float does
+        len_thr, high = (torch.tensor([self.s.cycle_len_confidence_threshold, self.s.high_confidence_threshold],
+                                      dtype=conf.dtype).tolist())
+        commit = [self._step(row, c, m, len_thr, high)
+                  for row, c, m in zip(self.rows, conf.tolist(), masked.tolist())]
+        return StepOutput(commit=torch.tensor(commit, dtype=torch.bool, device=masked.device), tokens=x0)
 
-        # slow phase: estimate the cycle end until determined
-        estimating = slow & ~self.determined
-        hits = (conf >= s.cycle_len_confidence_threshold) & (rel >= self.prev[:, None])
-        farthest = torch.where(hits, rel, -1).amax(dim=-1)
-        grow = torch.where(farthest >= 0, farthest - self.prev + 1, 1)
-        grow = torch.where(self.prev < W, grow, 0)
-        estimate = (self.prev + grow).clamp(1, W)
-        shifted = torch.cat([self.history[:, 1:], estimate[:, None].to(torch.float64)], dim=1)
-        self.history = torch.where(estimating[:, None], shifted, self.history)
-        self.n_history = torch.where(estimating, (self.n_history + 1).clamp(max=self.history.shape[1]),
-                                     self.n_history)
-        full = estimating & (self.n_history >= self.history.shape[1])
-        stable = full & (self.history.std(dim=-1, unbiased=False) < s.cycle_length_stability_std_dev_threshold)
-        mean_len = self._mean_length(W)
-        self.cycle = torch.where(stable, estimate, torch.where(full, mean_len, self.cycle))
-        self.determined |= stable | (full & (self.k == s.k_exploration_steps - 1))
-
+    def _step(self, row: _Row, conf: list[float], masked: list[bool], len_thr: float, high: float) -> list[bool]:
+        """One step of a row: the cycle-end estimate, the commits, then the phase transitions."""
+        s, W = self.s, row.width
+        if row.phase == _SLOW and not row.determined:
+            # the farthest position from the previous cycle end on that the model is already confident about
+            farthest = next((i for i in range(W - 1, row.prev - 1, -1) if conf[i] >= len_thr), -1)
+            grow = (farthest - row.prev + 1 if farthest >= 0 else 1) if row.prev < W else 0
+            estimate = min(max(row.prev + grow, 1), W)
+            window = s.cycle_length_stability_window
+            row.history = (row.history + [estimate])[-window:]
+            if len(row.history) >= window:
+                if _population_std(row.history) < s.cycle_length_stability_std_dev_threshold:
+                    row.cycle, row.determined = estimate, True
+                else:
+                    row.cycle = row.mean_length()
+                    row.determined = row.k == s.k_exploration_steps - 1
         # commits: the slow phase from the previous cycle end to the block end, the fast phase within the cycle
-        region = torch.where(slow[:, None], rel >= self.prev[:, None],
-                             fast[:, None] & (rel >= self.prev[:, None]) & (rel < self.cycle[:, None]))
-        commit = _fill(conf, masked & region, s.high_confidence_threshold)
-        self._advance(masked & ~commit, W)
-        return StepOutput(commit=commit, tokens=x0)
+        hi = W if row.phase == _SLOW else row.cycle if row.phase == _FAST else row.prev
+        candidates = [i for i in range(row.prev, min(hi, W)) if masked[i]]
+        commit = [False] * W
+        sure = [i for i in candidates if conf[i] >= high]
+        if len(sure) > 1:
+            for i in sure:
+                commit[i] = True
+        elif candidates:  # the most confident candidate, the first of equals
+            commit[max(candidates, key=lambda i: (conf[i], -i))] = True
+        self._advance(row, [m and not c for m, c in zip(masked, commit)])
+        return commit
 
-    def _mean_length(self, W: int) -> torch.Tensor:
-        """int(mean) of each row's stored estimates (the reference's fallback), clamped to [1, W]."""
-        n = self.n_history.clamp(min=1)
-        valid = torch.arange(self.history.shape[1], device=n.device) >= self.history.shape[1] - n[:, None]
-        mean = torch.where(valid, self.history, 0.0).sum(dim=-1) / n
-        return mean.long().clamp(1, W)
-
-    def _advance(self, remaining: torch.Tensor, W: int) -> None:
+    def _advance(self, row: _Row, remaining: list[bool]) -> None:
         """Phase transitions after a step (no forward in between), as the reference's loops run them."""
-        s, rel = self.s, torch.arange(W, device=remaining.device)
-        slow = self.phase == _SLOW
-        self.k = torch.where(slow, self.k + 1, self.k)
-        self.fast_calls = torch.where(self.phase == _FAST, self.fast_calls + 1, self.fast_calls)
-        ends_slow = slow & (self.k == s.k_exploration_steps)
-        fallback = torch.where(self.n_history > 0, self._mean_length(W), W // 2)
-        self.cycle = torch.where(ends_slow & ~self.determined, fallback, self.cycle)
-        self.phase = torch.where(ends_slow, _FAST, self.phase)
-        self.fast_calls = torch.where(ends_slow, 0, self.fast_calls)
+        s = self.s
+        if row.phase == _SLOW:
+            row.k += 1
+            if row.k == s.k_exploration_steps:
+                if not row.determined:
+                    row.cycle = row.mean_length() if row.history else row.width // 2
+                row.phase, row.fast_calls = _FAST, 0
+        elif row.phase == _FAST:
+            row.fast_calls += 1
         # a fast phase ends once its span has no mask; the block then starts another sub-cycle or is done
-        span = (rel >= self.prev[:, None]) & (rel < self.cycle[:, None])
-        ends_fast = (self.phase == _FAST) & ~(remaining & span).any(dim=-1)
-        self.prev = torch.where(ends_fast, self.cycle, self.prev)
-        again = ends_fast & remaining.any(dim=-1) & (self.cycles < s.max_sub_cycles_per_block)
-        self.phase = torch.where(ends_fast, torch.where(again, _SLOW, _DONE), self.phase)
-        self.k = torch.where(again, 0, self.k)
-        self.n_history = torch.where(again, 0, self.n_history)
-        self.determined &= ~again
-        self.cycles = self.cycles + again.long()
+        if row.phase == _FAST and not any(remaining[row.prev:max(row.cycle, row.prev)]):
+            row.prev = row.cycle
+            if any(remaining) and row.cycles < s.max_sub_cycles_per_block:
+                row.phase, row.k, row.history, row.determined = _SLOW, 0, [], False
+                row.cycles += 1
+            else:
+                row.phase = _DONE
 
     def finished(self, x, start, end, step) -> bool:
         # the slow phase runs all its forwards even once the block is full, as the reference
-        return not bool((self.phase != _DONE).any())
+        return all(r.phase == _DONE for r in self.rows)
 
     def max_steps(self, start: int, end: int) -> int | None:
         return None  # bounded by max_sub_cycles_per_block
 
 
-def _fill(conf: torch.Tensor, candidates: torch.Tensor, high: float) -> torch.Tensor:
-    """All candidates with p(x0) >= high when more than one, else the most confident candidate."""
-    sure = (conf >= high) & candidates
-    ranked = torch.where(candidates, conf, torch.full_like(conf, rules.NEG_INF))
-    top1 = torch.zeros_like(candidates).scatter(1, ranked.argmax(dim=-1, keepdim=True), True)
-    top1 &= candidates.any(dim=-1, keepdim=True)
-    return torch.where(sure.sum(dim=-1, keepdim=True) > 1, sure, top1)
+def _population_std(values: list[int]) -> float:
+    """numpy's std (two passes, ddof 0), as the reference computes it."""
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def _exp_argmax(logits: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """argmax(exp(logits)), taken as the reference takes it; ``x0`` (argmax of the logits) itself when provably
+    equal, which spares a vocabulary-wide exp and argmax per step.
+
+    exp is monotone, so its first maximum is x0 unless exp rounds a smaller logit onto exp(max): the max
+    overflows to inf or underflows, or another logit lies within a few of exp's ulps of it. A margin of 64
+    epsilons (relative) is far wider than that rounding: no logit inside it but the max, no overflow, no
+    underflow, and x0 is the answer; otherwise the exp is taken."""
+    info = torch.finfo(logits.dtype)
+    top = logits.gather(-1, x0[..., None])[..., 0]
+    # the largest logit but x0's (amax is several times cheaper than a comparison over the vocabulary)
+    runner_up = logits.scatter(-1, x0[..., None], rules.NEG_INF).amax(dim=-1)
+    clear = runner_up < top - 64 * info.eps * (1 + top.abs())
+    if bool((clear & (top < math.log(info.max) - 1) & (top > math.log(info.tiny) + 1)).all()):
+        return x0
+    return logits.exp().argmax(dim=-1)
