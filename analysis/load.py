@@ -342,7 +342,7 @@ def schema_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Schema-1 rows in the schema-2 columns: throughput from ``seconds_per_sample`` / ``tokens_per_second``
     (a scorer's 0.0 tokens/s becomes null: it generates nothing), ``threads`` 1 where not recorded (schema-1
     sweeps ran one thread); the schema-1 columns are dropped, so no figure can show them under a wrong name."""
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # copy-on-write: the caller's frame is never changed, nothing is copied
     for old, new in SCHEMA1_COST.items():
         if old not in frame:
             continue

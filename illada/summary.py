@@ -132,8 +132,9 @@ def summarise(root: str | Path, folder: str, write: bool = True, need_text: bool
         return summarise(root, folder, write, need_text=True)
     out = Summary(layouts=list(meta.get("layouts", [])), json_fields=set(meta.get("json", [])))
     parts = []
-    if kept:
-        parts.append(old.filter(pc.is_in(old.column("file"), value_set=pa.array(kept))))
+    if kept:  # filtered only when some are gone or changed: the filter copies the table
+        parts.append(old if len(kept) == old.num_rows else
+                     old.filter(pc.is_in(old.column("file"), value_set=pa.array(kept))))
     del old
     batch: list[tuple[str, tuple[int, int], dict]] = []
     layout_ids = {tuple(fields): i for i, fields in enumerate(out.layouts)}
