@@ -252,7 +252,8 @@ def _build_from_summary(root: Path, summary: Summary, labels: dict[str, str], cu
     if table is None:
         parts = [tidy([])] * 3
     else:
-        table = table.filter(_compute().is_valid(table.column("status")))
+        if table.column("status").null_count:  # records without a status: reported as unreadable
+            table = table.filter(_compute().is_valid(table.column("status")))
         keys = summary.values("key", table) if PREFIX + "key" in table.column_names else [None] * table.num_rows
         planned = pa.array([current is None or k in current for k in keys], pa.bool_())
         ok = _compute().equal(table.column("status"), "ok")

@@ -38,14 +38,20 @@ BATCH = 2_000  # files flattened into Arrow at a time: the Python objects of one
 
 @dataclass
 class Summary:
-    """The JSON files of a folder: a table of their flattened fields, name -> status, the damaged files."""
+    """The JSON files of a folder: a table of their flattened fields and statuses, the damaged files."""
 
     table: "pa.Table | None" = None  # STAMP columns + PREFIX value columns, one row per readable file, by name
     layouts: list[list[str]] = field(default_factory=list)  # layout number -> its fields, in file order
     json_fields: set[str] = field(default_factory=set)  # fields stored as JSON text
-    statuses: dict[str, str | None] = field(default_factory=dict)
     unreadable: list[CorruptFileError] = field(default_factory=list)
     read: int = 0  # files read from disk this time (the rest came from the summary)
+
+    @property
+    def statuses(self) -> dict[str, str | None]:
+        """File name -> its ``status`` (None where it is not a string)."""
+        if self.table is None:
+            return {}
+        return dict(zip(self.table.column("file").to_pylist(), self.table.column("status").to_pylist()))
 
     def fields(self, rows: "pa.Table | None" = None) -> list[str]:
         """The fields any of ``rows`` (default: every file) has, in first-seen order."""
@@ -161,8 +167,6 @@ def summarise(root: str | Path, folder: str, write: bool = True, need_text: bool
     if table is not None and len(parts) > 1:
         table = table.take(pc.sort_indices(table, sort_keys=[("file", "ascending")]))
     out.table = table
-    if table is not None:
-        out.statuses = dict(zip(table.column("file").to_pylist(), table.column("status").to_pylist()))
     if changed and write and table is not None:
         _write(path, table, out)
     return out
