@@ -120,22 +120,22 @@ def flatten(obj: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = 
     return out
 
 
-def summarise(root: str | Path, folder: str, write: bool = True, need_text: bool = True) -> Summary:
+def summarise(root: str | Path, folder: str, write: bool = True, need_values: bool = True) -> Summary:
     """The files of ``root/folder`` (see the module docstring); ``write``: bring the summary up to date on
-    disk. ``need_text=False`` (status) reads the summary's names and statuses only while it is up to date."""
+    disk. ``need_values=False`` (status) reads the summary's names and statuses only while it is up to date."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     root = Path(root)
     files = listing(root / folder)
     path = summary_path(root, folder)
-    old, meta = _read(path, columns=None if need_text else list(STAMP))
+    old, meta = _read(path, columns=None if need_values else list(STAMP))
     stamps = {} if old is None else dict(zip(old.column("file").to_pylist(),
                                              zip(old.column("mtime_ns").to_pylist(), old.column("size").to_pylist())))
     kept = sorted(n for n, stamp in files.items() if stamps.get(n) == stamp)
     changed = len(kept) != len(stamps) or len(kept) != len(files)
-    if changed and write and not need_text:  # the summary is rewritten whole: take its values too
-        return summarise(root, folder, write, need_text=True)
+    if changed and write and not need_values:  # the summary is rewritten whole: take its values too
+        return summarise(root, folder, write, need_values=True)
     out = Summary(layouts=list(meta.get("layouts", [])), json_fields=set(meta.get("json", [])))
     parts = []
     if kept:  # filtered only when some are gone or changed: the filter copies the table
