@@ -8,15 +8,34 @@
     frontier_plot(settings).savefig("pareto.png")
 """
 
-from analysis.ablation import PAPER, bootstrap_diff, mcnemar, scoring_ablation
-from analysis.aup import aup, aups
-from analysis.figures import ablation_plot, frontier_plot, heatmap_plot, paper_style, save_figure, sweeps_plot
-from analysis.fronts import front_markdown, front_summary, front_table, sweep_deltas, write_front_table
-from analysis.load import Sweeps, load_items, load_sweep, load_sweeps
-from analysis.pareto import (best_under_budget, hypervolume, hypervolumes, knee_point, knee_points, pareto_front,
-                             pareto_mask, reference_point)
-from analysis.replicates import pool_replicates
-from analysis.report import write_report
+from importlib import import_module
+from typing import Any
+
+# name -> its module, imported on first use: loading a sweep (illada-status, load_sweeps) need not import
+# matplotlib and scipy (about 100 MB and 1.5 s)
+_MODULES = {
+    "ablation": ["PAPER", "bootstrap_diff", "mcnemar", "scoring_ablation"],
+    "aup": ["aup", "aups"],
+    "figures": ["ablation_plot", "frontier_plot", "heatmap_plot", "paper_style", "save_figure", "sweeps_plot"],
+    "fronts": ["front_markdown", "front_summary", "front_table", "sweep_deltas", "write_front_table"],
+    "load": ["Sweeps", "load_items", "load_sweep", "load_sweeps"],
+    "pareto": ["best_under_budget", "hypervolume", "hypervolumes", "knee_point", "knee_points", "pareto_front",
+               "pareto_mask", "reference_point"],
+    "replicates": ["pool_replicates"],
+    "report": ["write_report"],
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    return getattr(import_module(f"analysis.{_WHERE[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "PAPER", "Sweeps", "ablation_plot", "aup", "aups", "best_under_budget", "bootstrap_diff", "front_markdown",

@@ -37,7 +37,7 @@ import pandas as pd
 
 from illada.records import KEY_NEUTRAL, CorruptFileError, read_json, read_summary
 from illada.store import PLAN_FILE, SUMMARY_MIN_RECORDS, SweepStore
-from illada.summary import SUMMARY_DIR, listing, summarise
+from illada.summary import PREFIX, SUMMARY_DIR, Summary, listing, summarise
 
 #: bump when the frame's columns change, so caches written by an older loader are rebuilt
 CACHE_VERSION = 5
@@ -116,7 +116,7 @@ def load_sweep(sweep_dir: str | Path, cache: bool | str = "auto", name: str | No
     if not root.is_dir():
         raise FileNotFoundError(f"sweep directory {root} does not exist")
     name = name or root.resolve().name
-    sig = signature(root)
+    sig = signature(root) if cache is not False else None  # listing every file costs: only for a cache
     use_cache = cache is True or (cache == "auto" and sig["files"] >= CACHE_MIN_RECORDS)
     cached = _read_cache(root, sig) if use_cache else None
     if cached is None:
@@ -176,37 +176,63 @@ def _read_records(root: Path, unreadable: list[dict]) -> list[dict]:
     return records
 
 
-def _record_summaries(root: Path, unreadable: list[dict]) -> list[dict] | None:
-    """The records of a large sweep (``records/``, :data:`~illada.store.SUMMARY_MIN_RECORDS` and more) from
-    their columnar summary (:mod:`illada.summary`), with their paths; None for other sweeps."""
+def _record_summary(root: Path, unreadable: list[dict]) -> Summary | None:
+    """The records of a large sweep (``records/``, :data:`~illada.store.SUMMARY_MIN_RECORDS` and more) as
+    their columnar summary (:mod:`illada.summary`); None for other sweeps, whose records are read one by one."""
     folder = root / "records"
-    files = listing(folder)
-    if len(files) < SUMMARY_MIN_RECORDS:
+    if len(listing(folder)) < SUMMARY_MIN_RECORDS:
         return None
     summary = summarise(root, "records")
     unreadable.extend(_unreadable(e, "record") for e in summary.unreadable)
-    names = {e.name for e in os.scandir(folder)}
-    records = []
-    for name, rec in summary.objects().items():
-        if not isinstance(rec.get("status"), str):
+    if summary.table is not None:
+        for name in summary.table.filter(_compute().is_null(summary.table.column("status"))).column("file").to_pylist():
             unreadable.append(_unreadable(CorruptFileError(folder / name, "no 'status' field"), "record"))
-            continue
-        items = f"{name[:-5]}.items.parquet"
-        rec["record_path"] = str(folder / name)
-        rec["items_path"] = str(folder / items) if items in names else None
-        records.append(rec)
-    return records
+    return summary
+
+
+def _compute():
+    import pyarrow.compute
+
+    return pyarrow.compute
+
+
+def _summary_frame(summary: Summary, rows, folder: Path, names: set[str], labels: dict[str, str]) -> pd.DataFrame:
+    """Records of the summary (``rows``: a part of its table) as :func:`tidy` frames them, without one Python
+    dict per record: typed columns come straight from Arrow; a field is a column where any of the rows has it;
+    where pandas would infer the type from Python values (JSON fields, a column null in every row) it does."""
+    if rows.num_rows == 0:
+        return tidy([])
+    layouts = rows.column("layout").to_pylist()
+    has = [set(fields) for fields in summary.layouts]
+    columns: dict[str, pd.Series] = {}
+    for name in summary.fields(rows):
+        col = rows.column(PREFIX + name)
+        if name in summary.json_fields or col.null_count == len(col):
+            values = summary.values(name, rows)
+            # absent -> NaN, null -> None: json_normalize's frame tells them apart in its inferred types
+            columns[name] = pd.Series([v if v is not None or name in has[i] else float("nan")
+                                       for v, i in zip(values, layouts)])
+        else:
+            columns[name] = col.to_pandas()
+    files = rows.column("file").to_pylist()
+    columns["record_path"] = pd.Series([str(folder / f) for f in files])
+    items = [f"{f[:-5]}.items.parquet" for f in files]
+    columns["items_path"] = pd.Series([str(folder / i) if i in names else None for i in items])
+    keys = columns["key"] if "key" in columns else pd.Series([None] * len(files))
+    columns["label"] = pd.Series([labels.get(k, "") for k in keys])
+    return _tidy_frame(pd.DataFrame(columns))
 
 
 def _build(root: Path) -> Sweeps:
     unreadable: list[dict] = []
-    records = _record_summaries(root, unreadable)
-    if records is None:
-        records = _read_records(root, unreadable)
+    summary = _record_summary(root, unreadable)
+    records = _read_records(root, unreadable) if summary is None else []
     labels = _labels(root, unreadable)
+    current = _current_plan(root, unreadable)
+    if summary is not None:
+        return _build_from_summary(root, summary, labels, current, unreadable)
     for rec in records:
         rec["label"] = labels.get(rec.get("key"), "")
-    current = _current_plan(root, unreadable)
     old = [] if current is None else [r for r in records if r.get("key") not in current]
     records = [r for r in records if current is None or r.get("key") in current]
     # flattened apart, so a failure's missing numbers do not turn the points' integer columns into floats
@@ -214,6 +240,29 @@ def _build(root: Path) -> Sweeps:
     failed = [r for r in records if r.get("status") != "ok"]
     return Sweeps(_order(tidy(ok)), _order(tidy(failed).dropna(axis=1, how="all")),
                   _order(tidy(old).dropna(axis=1, how="all")),
+                  pd.DataFrame(unreadable, columns=PARTS["unreadable"][1:]))
+
+
+def _build_from_summary(root: Path, summary: Summary, labels: dict[str, str], current: set[str] | None,
+                        unreadable: list[dict]) -> Sweeps:
+    """:func:`_build` of a large sweep from its records' summary: the same frames, split in Arrow."""
+    import pyarrow as pa
+
+    table = summary.table
+    if table is None:
+        parts = [tidy([])] * 3
+    else:
+        if table.column("status").null_count:  # records without a status: reported as unreadable
+            table = table.filter(_compute().is_valid(table.column("status")))
+        keys = summary.values("key", table) if PREFIX + "key" in table.column_names else [None] * table.num_rows
+        planned = pa.array([current is None or k in current for k in keys], pa.bool_())
+        ok = _compute().equal(table.column("status"), "ok")
+        folder = root / "records"
+        names = {e.name for e in os.scandir(folder)}
+        parts = [_summary_frame(summary, table.filter(mask), folder, names, labels)
+                 for mask in (_compute().and_(planned, ok), _compute().and_(planned, _compute().invert(ok)), _compute().invert(planned))]
+    return Sweeps(_order(parts[0]), _order(parts[1].dropna(axis=1, how="all")),
+                  _order(parts[2].dropna(axis=1, how="all")),
                   pd.DataFrame(unreadable, columns=PARTS["unreadable"][1:]))
 
 
@@ -240,8 +289,17 @@ def _labels(root: Path, unreadable: list[dict]) -> dict[str, str]:
     if len(listing(folder)) >= SUMMARY_MIN_RECORDS:  # a large sweep: from the plans' columnar summary
         summary = summarise(root, "points")
         unreadable.extend(_unreadable(e, "plan") for e in summary.unreadable)
-        for name, plan in summary.objects().items():
-            out[plan.get("key", name[:-5])] = " ".join(plan.get("overrides", []))
+        table = summary.table
+        if table is None:
+            return out
+        files = table.column("file").to_pylist()
+        # two fields of every plan, read as columns: no plan rebuilt as a dict
+        keys = summary.values("key", table) if PREFIX + "key" in table.column_names else [None] * len(files)
+        has_key = [("key" in summary.layouts[i]) for i in table.column("layout").to_pylist()]
+        overrides = (summary.values("overrides", table) if PREFIX + "overrides" in table.column_names
+                     else [None] * len(files))
+        for name, key, keyed, over in zip(files, keys, has_key, overrides):
+            out[key if keyed else name[:-5]] = " ".join(over or [])
         return out
     for p in sorted(folder.glob("*.json")):
         try:
@@ -260,7 +318,11 @@ def tidy(records: list[dict]) -> pd.DataFrame:
     ``accuracy``, the other ``quality.*`` and all ``cost.*`` fields lose theirs; other sections keep theirs."""
     if not records:
         return pd.DataFrame(columns=["key", "status"])
-    frame = pd.json_normalize(records, sep=".")
+    return _tidy_frame(pd.json_normalize(records, sep="."))
+
+
+def _tidy_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`tidy` of records already flattened into columns (``settings.sampler.steps``, ...)."""
     rename = {}
     for col in frame.columns:
         section, _, rest = col.partition(".")
@@ -281,7 +343,7 @@ def schema_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Schema-1 rows in the schema-2 columns: throughput from ``seconds_per_sample`` / ``tokens_per_second``
     (a scorer's 0.0 tokens/s becomes null: it generates nothing), ``threads`` 1 where not recorded (schema-1
     sweeps ran one thread); the schema-1 columns are dropped, so no figure can show them under a wrong name."""
-    frame = frame.copy()
+    frame = frame.copy(deep=False)  # copy-on-write: the caller's frame is never changed, nothing is copied
     for old, new in SCHEMA1_COST.items():
         if old not in frame:
             continue

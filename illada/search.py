@@ -32,6 +32,7 @@ journal (a full disk) is repaired before the study is opened (:func:`repair_jour
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -313,7 +314,7 @@ def make_sampler(name: str, seed: int | None, n_startup_trials: int | None = Non
         kw = {"multivariate": True, "group": True, **kw}
     if n_startup_trials is not None and name in ("tpe", "gp"):
         kw.setdefault("n_startup_trials", n_startup_trials)
-    accepted = inspect.signature(classes[name]).parameters
+    accepted = _parameters(classes[name])
     for key in kw:
         if key not in accepted or key == "seed":
             raise SearchError(f"search.sampler_options.{key}: not an option of {classes[name].__name__} "
@@ -321,6 +322,12 @@ def make_sampler(name: str, seed: int | None, n_startup_trials: int | None = Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return classes[name](seed=seed, **kw)
+
+
+@functools.cache
+def _parameters(cls: type) -> Mapping[str, inspect.Parameter]:
+    """The keyword arguments of a sampler class (read once: a sampler is made for every proposal)."""
+    return inspect.signature(cls).parameters
 
 
 def resume_seed(seed: int | None, n_trials: int) -> int | None:
@@ -541,6 +548,8 @@ class ParetoSearch:
         self._grid: list[dict[str, Any]] | None = None
         self._probe: optuna.Study | None = None  # what the sampler proposes on (see _probe_study)
         self._probe_ids: dict[int, tuple[int, TrialState]] = {}  # trial number -> its copy's id and state
+        self._probe_open: set[int] = set()  # trial numbers not finished when last copied (or WAITING)
+        self._probe_next = 0  # the first trial number not looked at yet
 
     # ---------------------------------------------------------------------------------------- study
     def _make_sampler(self, n_trials: int) -> optuna.samplers.BaseSampler:
@@ -833,12 +842,21 @@ class ParetoSearch:
         WAITING ones once they are asked) and those that finished since are finished in the copy, with their
         attributes; copying the whole study for each proposal made a search quadratic in its trials. Proposals
         are taken out of it again (:func:`_forget_proposals`): it holds what a fresh copy would."""
-        if self._probe is None:
+        if self._probe is None or (trials and trials[-1].number != len(trials) - 1):
             self._probe = _scratch_study(study.directions, self._make_sampler(len(trials)))
             self._probe_ids.clear()
+            self._probe_open.clear()
+            self._probe_next = 0
         storage, study_id = self._probe._storage, self._probe._study_id
         storage._studies[study_id].system_attrs.clear()  # samplers' caches (NSGA-II's parents), as in a fresh copy
-        for t in trials:
+        # only the trials new since the last proposal and those not finished then can have changed: a study
+        # numbers its trials 0, 1, ... (checked above), so they are found without a pass over all of them
+        numbers = sorted(self._probe_open) + list(range(self._probe_next, len(trials)))
+        self._probe_next = len(trials)
+        for t in (trials[n] for n in numbers):
+            self._probe_open.discard(t.number)
+            if not t.state.is_finished():
+                self._probe_open.add(t.number)
             if t.state == TrialState.WAITING:
                 continue
             copied = self._probe_ids.get(t.number)

@@ -386,7 +386,7 @@ def _recorded_statuses(root: Path, recorded: set[str]) -> dict[str, str]:
         return {}
     from illada.summary import summarise
 
-    statuses = summarise(root, "records", need_text=False).statuses
+    statuses = summarise(root, "records", need_values=False).statuses
     return {name[:-5]: status for name, status in statuses.items() if status is not None}
 
 

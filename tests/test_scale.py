@@ -106,3 +106,49 @@ def test_status_and_load_of_a_large_sweep_match_reading_every_record(tmp_path, m
     for part in ("points", "failures", "superseded", "unreadable"):
         pd.testing.assert_frame_equal(getattr(fast, part), getattr(slow, part))
     assert len(fast.points) == 229 and len(fast.failures) == 5
+
+
+def test_summary_frames_equal_every_record_read_with_mixed_absent_and_null_fields(tmp_path, monkeypatch):
+    """Fields the summary cannot type simply (lists, strings next to numbers, booleans next to numbers, ints
+    next to floats), fields absent in some records and null in others, and fields of one status only give the
+    frames that reading every record gives; the summary holds typed columns, not the records' text."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    import analysis.load as load
+    from illada.summary import summarise, summary_path
+
+    records = tmp_path / "records"
+    records.mkdir()
+    for i in range(240):
+        sampler = {"steps": 8 if i % 3 else 4.5, "stop_ids": [1, 2] if i % 2 else [], "tag": i if i % 5 else "x",
+                   "flag": True if i % 7 else 1}
+        if i % 4:
+            sampler["threshold"] = None  # null here, absent in every fourth record
+        rec = {"schema": 2, "key": f"k{i:03d}", "status": "ok" if i % 11 else "failed",
+               "settings": {"model": "m", "task": "t", "sampler": sampler},
+               "quality": {"metric": "exact_match", "value": i / 240, "n": 10} if i % 11 else None,
+               "cost": {"nfe_per_sample": i, "latency_p50_s": 0.1} if i % 11 else None,
+               "error": None if i % 11 else {"type": "OOM", "message": "out of memory"}}
+        (records / f"k{i:03d}.json").write_text(json.dumps(rec))
+    fast = load.load_sweep(tmp_path, cache=False)
+    table = pq.read_table(summary_path(tmp_path, "records"))
+    assert "text" not in table.column_names and table.schema.field("v:cost.nfe_per_sample").type == "int64"
+    assert {f"settings.sampler.{f}" for f in ("stop_ids", "tag", "flag")} <= summarise(tmp_path, "records").json_fields
+    monkeypatch.setattr(load, "SUMMARY_MIN_RECORDS", 10**9)
+    slow = load.load_sweep(tmp_path, cache=False)
+    for part in ("points", "failures", "superseded", "unreadable"):
+        pd.testing.assert_frame_equal(getattr(fast, part), getattr(slow, part))
+    assert len(fast.failures) == 22 and "error.type" not in fast.points and "sampler.threshold" in fast.points
+    assert summarise(tmp_path, "records").objects()["k001.json"]["settings"]["sampler"] == {
+        "steps": 8, "stop_ids": [1, 2], "tag": 1, "flag": True, "threshold": None}
+
+
+def test_loading_a_sweep_imports_no_plotting_library():
+    import subprocess
+    import sys
+
+    code = "import sys, analysis.load; print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -93,8 +93,9 @@ WRITE = ("from analysis.synthetic import write_generation_records; import sys; "
 
 
 def records_section(sizes: list[int], checkouts: list[tuple[str, Path | None]], tmp: Path) -> list[str]:
-    """``illada-status`` (twice: the first run of this checkout builds the records' summary) and
-    ``load_sweeps`` without the analysis cache on synthetic sweeps of each size; the report's section."""
+    """``illada-status`` and ``load_sweeps`` without the analysis cache, twice each (the first status of this
+    checkout builds the records' summary, the first load the plans') on synthetic sweeps of each size; the
+    report's section."""
     rows: dict[str, list[tuple[str, int, Run | None]]] = {}
     for size in sizes:
         root = tmp / f"records-{size}"
@@ -103,7 +104,8 @@ def records_section(sizes: list[int], checkouts: list[tuple[str, Path | None]], 
         for who, source in reversed(checkouts):  # the other checkout first: it never sees a summary
             for what, command in (("illada-status, first", [sys.executable, "-m", "illada.store", str(root)]),
                                   ("illada-status, again", [sys.executable, "-m", "illada.store", str(root)]),
-                                  ("load_sweeps(cache=False)", [sys.executable, "-c", LOAD, str(root)])):
+                                  ("load_sweeps(cache=False)", [sys.executable, "-c", LOAD, str(root)]),
+                                  ("load_sweeps(cache=False), again", [sys.executable, "-c", LOAD, str(root)])):
                 run = timed(command, source, tmp)
                 print(f"{what}, {who}, {size} records: {run.wall_s:.1f} s wall, {run.cpu_s:.1f} s CPU, "
                       f"{run.peak_mb:.0f} MB ({run.last_line})", flush=True)
@@ -113,7 +115,8 @@ def records_section(sizes: list[int], checkouts: list[tuple[str, Path | None]], 
            "Synthetic generation records in the real schema (`analysis.synthetic.write_generation_records`, 2% "
            "failures), a plan file per point and a current plan. This checkout's first `illada-status` builds "
            "the records' columnar summary (`SWEEP/summary/records.parquet`), the second finds it up to date; "
-           "`load_sweeps` then reads records and plans from their summaries (the analysis cache is off). "
+           "`load_sweeps` then reads records from their summary and builds the plans' (`points.parquet`), "
+           "the second `load_sweeps` finds both up to date (the analysis cache is off). "
            "Target: under 10 s and 400 MB at 50,000 records."]
     for what, got in rows.items():
         got.sort(key=lambda row: (row[0] != "this checkout", row[1]))
