@@ -276,7 +276,8 @@ def test_failure_of_a_checkpoint_since_fixed_is_superseded(tiny_model, tmp_path,
     whole = weights.read_bytes()
     weights.write_bytes(whole[: len(whole) // 2])  # a truncated download
     base = _base(model, tmp_path / "sweep")
-    sweep_main(base)
+    with pytest.raises(SystemExit, match=r"^error: all 1 points failed"):  # a sweep whose points all failed
+        sweep_main(base)
     assert "1 points: 0 done, 1 failed" in capsys.readouterr().out
 
     weights.write_bytes(whole)  # fixed: a new hash, so a new point
