@@ -134,7 +134,8 @@ class PointGroup(submitit.helpers.Checkpointable):
     early_stop: float | None = None  # confidence of the early-stop rule (illada.fidelity); None: points run whole
 
     def __init__(self, sweep_dir: str | Path, points: Sequence[ResolvedPoint], threads: int | None = None,
-                 log_points: bool | None = None, stale_after_s: float | None = None) -> None:
+                 log_points: bool | None = None, stale_after_s: float | None = None,
+                 early_stop: float | None = None) -> None:
         keys = {model_key(p) for p in points}
         if len(keys) > 1:
             raise ValueError(f"a PointGroup shares one model; got {sorted(keys)}")
@@ -144,6 +145,7 @@ class PointGroup(submitit.helpers.Checkpointable):
         self.log_points = log_points
         if stale_after_s is not None:
             self.stale_after_s = float(stale_after_s)
+        self.early_stop = early_stop
 
     def __call__(self) -> dict[str, int]:
         attempt = self.start()
@@ -158,16 +160,16 @@ class PointGroup(submitit.helpers.Checkpointable):
             torch.set_num_threads(self.threads)
         job = job_identity()
         log = job["cluster"] != "inprocess" if self.log_points is None else self.log_points
-        attempt = _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log, stale_after_s=self.stale_after_s)
-        attempt.early_stop = self.early_stop
-        return attempt
+        return _Attempt(SweepStore(self.sweep_dir), job, self.points, log=log, stale_after_s=self.stale_after_s,
+                        early_stop=self.early_stop)
 
 
 class _Attempt:
     """One run of a group: its store, identity, accounting and (lazily) loaded model."""
 
     def __init__(self, store: SweepStore, job: dict[str, Any], points: Sequence[ResolvedPoint],
-                 log: bool = False, stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
+                 log: bool = False, stale_after_s: float = DEFAULT_STALE_AFTER_S,
+                 early_stop: float | None = None) -> None:
         self.store, self.job, self.points = store, job, list(points)
         self.counts = {"done": 0, "failed": 0, "skipped": 0}
         self.held: list[ResolvedPoint] = []  # points a live other job evaluates
@@ -181,7 +183,7 @@ class _Attempt:
         self.log = log  # one line per point to stdout (the job's log)
         self.on_point: Callable[[], None] | None = None  # called as each point is settled (in-process progress)
         self.started = time.perf_counter()
-        self.early_stop: float | None = None  # see PointGroup.early_stop
+        self.early_stop = early_stop  # see PointGroup.early_stop
         self._say(f"{len(self.points)} points of model {self.points[0].settings['model'] if self.points else '-'}, "
                   f"attempt {job['attempt']}, on {job['host']} (pid {job['pid']})")
 

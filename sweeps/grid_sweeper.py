@@ -272,10 +272,9 @@ class GridSweeper(IlladaSweeper):
         in_flight = self.local_jobs(threads) if points and self.cluster == "local" else None
         if in_flight is not None:
             per_job = points_per_job_for(points, per_job, in_flight)
-        groups = [PointGroup(store.root, g, threads=threads, stale_after_s=c["stale_after_s"])
+        early_stop = self.early_stop_confidence()
+        groups = [PointGroup(store.root, g, threads=threads, stale_after_s=c["stale_after_s"], early_stop=early_stop)
                   for g in group_points(points, per_job)]
-        for g in groups:
-            g.early_stop = self.early_stop_confidence()
         more = (f" (points_per_job {per_job}: at most {in_flight} jobs at a time)"
                 if per_job > c["points_per_job"] else "")
         self.forecast(points, store, groups=[g.points for g in groups], in_flight=in_flight)
